@@ -1,0 +1,1 @@
+//! Homecontrol agent (placeholder).

@@ -1,0 +1,1 @@
+//! Homecontrol server (placeholder).
