@@ -329,11 +329,16 @@ mod tests {
 
     #[test]
     fn unknown_error_code_parses_as_unknown() {
-        let m = ServerToAgent::from_json(
-            r#"{"type":"error","code":"quota_exceeded","message":"x"}"#,
-        )
-        .unwrap();
-        assert!(matches!(m, ServerToAgent::Error(ErrorReply { code: ErrorCode::Unknown, .. })));
+        let m =
+            ServerToAgent::from_json(r#"{"type":"error","code":"quota_exceeded","message":"x"}"#)
+                .unwrap();
+        assert!(matches!(
+            m,
+            ServerToAgent::Error(ErrorReply {
+                code: ErrorCode::Unknown,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -347,7 +352,10 @@ mod tests {
     #[test]
     fn oversized_frame_is_refused_before_parsing() {
         let big = "x".repeat(MAX_FRAME_BYTES + 1);
-        assert!(matches!(AgentToServer::from_json(&big), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            AgentToServer::from_json(&big),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,9 @@
+//! Pure types and rules: no I/O, no database, no clock reads.
+
+pub mod access;
+pub mod dashboard;
+pub mod ids;
+pub mod units;
+
+pub use access::{Membership, Role, SiteRef};
+pub use ids::*;

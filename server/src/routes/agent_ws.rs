@@ -1,0 +1,264 @@
+//! `GET /agent/v1/ws`: the agents' link, speaking [`protocol`].
+//!
+//! Authentication happens before the upgrade: `Authorization: Bearer
+//! <agent_id>.<secret>`. A wrong or unknown secret gets 401 and a log line,
+//! and no socket. After the upgrade the first message must be a `hello`
+//! within [`HELLO_TIMEOUT`]. A malformed message gets an `error` reply and the
+//! session goes on; a batch is acknowledged only after its transaction commits.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_ws::{AggregatedMessage, Session};
+use futures_util::StreamExt;
+use protocol::{AgentToServer, ErrorCode, ErrorReply, ServerToAgent};
+
+use crate::{
+    domain::AgentId,
+    error::AppError,
+    services::{
+        ingest::{self, IngestError},
+        secrets,
+    },
+    state::AppState,
+    store::{
+        StoreError,
+        catalogue::PointIndex,
+        people::{self, AgentRecord},
+    },
+};
+
+/// How long an agent may take to say hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// An agent silent for this long (no data, no pong) is considered gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+fn bearer(req: &HttpRequest) -> Option<(AgentId, String)> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    let (id, secret) = token.split_once('.')?;
+    Some((id.parse().ok()?, secret.to_owned()))
+}
+
+/// Authenticate and upgrade an agent connection.
+pub async fn agent_link(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let peer = req
+        .connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_owned();
+    let Some((agent_id, secret)) = bearer(&req) else {
+        tracing::warn!(%peer, "agent connection refused: no or malformed bearer token");
+        return Err(AppError::Unauthorized);
+    };
+    let agent = people::find_agent(&state.db, agent_id).await?;
+    let Some(agent) = agent.filter(|a| secrets::agent_secret_matches(&secret, &a.secret_hash))
+    else {
+        tracing::warn!(%peer, %agent_id, "agent connection refused: unknown agent or wrong secret");
+        return Err(AppError::Unauthorized);
+    };
+    let (resp, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| AppError::Validation(format!("not a WebSocket request: {e}")))?;
+    let stream = stream
+        .max_frame_size(protocol::MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(protocol::MAX_FRAME_BYTES);
+    tracing::info!(%agent_id, site_id = %agent.site.site_id, %peer, "agent connected");
+    actix_web::rt::spawn(run_session(state.into_inner(), agent, session, stream));
+    Ok(resp)
+}
+
+async fn send(session: &mut Session, msg: &ServerToAgent) -> bool {
+    match msg.to_json() {
+        Ok(text) => session.text(text).await.is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "serialising a message to an agent");
+            false
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>, seq: Option<u64>) -> ServerToAgent {
+    ServerToAgent::Error(ErrorReply {
+        code,
+        message: message.into(),
+        seq,
+    })
+}
+
+/// What the session loop should do after a message.
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Link {
+    state: std::sync::Arc<AppState>,
+    agent: AgentRecord,
+    index: Option<PointIndex>,
+}
+
+impl Link {
+    async fn on_text(&mut self, session: &mut Session, text: &str) -> Next {
+        let msg = match AgentToServer::from_json(text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(agent_id = %self.agent.id, error = %e, "malformed agent message");
+                let reply = error(
+                    ErrorCode::MalformedMessage,
+                    "the message could not be parsed",
+                    None,
+                );
+                return if send(session, &reply).await {
+                    Next::Continue
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        let reply = match (msg, &self.index) {
+            (AgentToServer::Hello(h), _) => {
+                if h.version < protocol::MIN_SUPPORTED_VERSION
+                    || h.version > protocol::PROTOCOL_VERSION
+                {
+                    let m = format!(
+                        "protocol version {} is not supported; this server speaks {}..={}",
+                        h.version,
+                        protocol::MIN_SUPPORTED_VERSION,
+                        protocol::PROTOCOL_VERSION
+                    );
+                    send(session, &error(ErrorCode::UnsupportedVersion, m, None)).await;
+                    return Next::Close;
+                }
+                if h.agent_id != self.agent.id.0 {
+                    send(
+                        session,
+                        &error(ErrorCode::AgentMismatch, "hello names another agent", None),
+                    )
+                    .await;
+                    return Next::Close;
+                }
+                match ingest::hello(&self.state.db, &self.agent, &h).await {
+                    Ok((welcome, index)) => {
+                        if self.index.is_none() {
+                            self.state.hub.agent_connected(self.agent.site.site_id);
+                        }
+                        self.index = Some(index);
+                        ServerToAgent::Welcome(welcome)
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent_id = %self.agent.id, error = %e, "storing agent catalogue failed");
+                        send(
+                            session,
+                            &error(ErrorCode::TemporarilyUnavailable, "try again later", None),
+                        )
+                        .await;
+                        return Next::Close;
+                    }
+                }
+            }
+            (_, None) => error(ErrorCode::HelloRequired, "send hello first", None),
+            (AgentToServer::Readings(batch), Some(index)) => {
+                match ingest::store_batch(&self.state.db, &self.agent, index, &batch).await {
+                    Ok(stored) => {
+                        if stored.skipped > 0 {
+                            tracing::warn!(agent_id = %self.agent.id, seq = batch.seq, skipped = stored.skipped,
+                                "readings for unknown points or with non-finite values were skipped");
+                        }
+                        self.state
+                            .hub
+                            .publish_readings(self.agent.site.site_id, &stored.values);
+                        ServerToAgent::Ack(protocol::Ack { seq: batch.seq })
+                    }
+                    Err(IngestError::TooLarge(n)) => error(
+                        ErrorCode::InvalidBatch,
+                        format!("{n} readings; at most {}", protocol::MAX_READINGS_PER_BATCH),
+                        Some(batch.seq),
+                    ),
+                    Err(IngestError::Store(e)) => {
+                        log_store_error(&self.agent, &e);
+                        error(
+                            ErrorCode::TemporarilyUnavailable,
+                            "not stored; send again later",
+                            Some(batch.seq),
+                        )
+                    }
+                }
+            }
+            (AgentToServer::DeviceStatus(status), Some(_)) => {
+                if let Err(e) = ingest::device_status(&self.state.db, &self.agent, &status).await {
+                    log_store_error(&self.agent, &e);
+                }
+                return Next::Continue;
+            }
+            (AgentToServer::Unknown, Some(_)) => return Next::Continue,
+        };
+        if send(session, &reply).await {
+            Next::Continue
+        } else {
+            Next::Close
+        }
+    }
+}
+
+fn log_store_error(agent: &AgentRecord, e: &StoreError) {
+    tracing::warn!(agent_id = %agent.id, error = %e, "database error while handling an agent message");
+}
+
+async fn run_session(
+    state: std::sync::Arc<AppState>,
+    agent: AgentRecord,
+    mut session: Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let site = agent.site.site_id;
+    let agent_id = agent.id;
+    let mut link = Link {
+        state: state.clone(),
+        agent,
+        index: None,
+    };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    let mut last_heard = tokio::time::Instant::now();
+    let reason = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                match incoming {
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if let Next::Close = link.on_text(&mut session, &text).await { break "refused"; }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        let reply = error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol", None);
+                        if !send(&mut session, &reply).await { break "send failed"; }
+                    }
+                    Some(Ok(AggregatedMessage::Ping(b))) => if session.pong(&b).await.is_err() { break "send failed" },
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) | None => break "closed by agent",
+                    Some(Err(e)) => {
+                        tracing::warn!(%agent_id, error = %e, "agent link protocol error");
+                        break "protocol error";
+                    }
+                }
+            }
+            _ = &mut hello_deadline, if link.index.is_none() => break "no hello in time",
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT { break "idle timeout"; }
+                if session.ping(b"").await.is_err() { break "send failed"; }
+            }
+        }
+    };
+    if link.index.is_some() {
+        state.hub.agent_disconnected(site);
+    }
+    tracing::info!(%agent_id, reason, "agent disconnected");
+    let _ = session.close(None).await;
+}

@@ -1,0 +1,66 @@
+//! `GET /sites/{id}/live`: the browser's WebSocket for live values.
+//!
+//! The same access rule as the dashboard page applies before the upgrade: a
+//! user who may not see the site gets 404 and no socket. After the upgrade the
+//! server sends a `snapshot`, then every `readings` and `agent_status`
+//! message of that site. A viewer that falls behind gets a new snapshot.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::AggregatedMessage;
+use futures_util::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::pages::CurrentUser;
+use crate::{domain::SiteId, error::AppError, services::sites, state::AppState};
+
+/// Browsers send nothing but pings and close frames; anything large is abuse.
+const MAX_BROWSER_FRAME: usize = 4 * 1024;
+/// Server ping interval; also how often an expired session is noticed.
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+/// Upgrade to the live feed of one site.
+pub async fn site_live_feed(
+    req: HttpRequest,
+    body: web::Payload,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let site_id: SiteId = path.parse().map_err(|_| AppError::NotFound)?;
+    let site = sites::open(&state.db, &user.memberships, site_id).await?;
+    sites::points_with_live_values(&state.db, &state.hub, &site).await?;
+    let (resp, mut session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| AppError::Validation(format!("not a WebSocket request: {e}")))?;
+    let mut stream = stream
+        .max_frame_size(MAX_BROWSER_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_BROWSER_FRAME);
+    let hub = state.hub.clone();
+    actix_web::rt::spawn(async move {
+        let (snapshot, mut rx) = hub.subscribe(site_id);
+        if session.text(snapshot).await.is_err() {
+            return;
+        }
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Ok(text) => if session.text(text.to_string()).await.is_err() { break },
+                    Err(RecvError::Lagged(_)) => if session.text(hub.snapshot(site_id)).await.is_err() { break },
+                    Err(RecvError::Closed) => break,
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(AggregatedMessage::Ping(b))) => if session.pong(&b).await.is_err() { break },
+                    Some(Ok(AggregatedMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => if session.ping(b"").await.is_err() { break },
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    Ok(resp)
+}

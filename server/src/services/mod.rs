@@ -1,0 +1,8 @@
+//! Use-cases that combine the store, the domain rules and crypto.
+
+pub mod admin;
+pub mod auth;
+pub mod ingest;
+pub mod secrets;
+pub mod sites;
+pub mod throttle;

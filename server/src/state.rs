@@ -1,0 +1,29 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    config::Settings,
+    hub::Hub,
+    services::{auth::SessionKeys, throttle::LoginThrottle},
+    views::AssetTable,
+};
+
+/// Shared application state; a bundle of `Arc`s, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database pool.
+    pub db: DatabaseConnection,
+    /// Loaded settings.
+    pub settings: Arc<Settings>,
+    /// Session token keys.
+    pub sessions: SessionKeys,
+    /// Failed-login throttle.
+    pub throttle: Arc<LoginThrottle>,
+    /// Live fan-out to browsers.
+    pub hub: Hub,
+    /// Embedded static files.
+    pub assets: Arc<AssetTable>,
+}
