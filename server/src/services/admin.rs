@@ -137,17 +137,13 @@ pub struct DemoLogin {
 pub struct DemoSeed {
     /// The demo house.
     pub site: SiteRef,
-    /// Its agent.
-    pub agent_id: AgentId,
-    /// The agent's secret.
-    pub agent_secret: String,
     /// Logins to print.
     pub logins: Vec<DemoLogin>,
 }
 
-/// Create the demo organisation, house, agent and three users, unless an
-/// organisation of that name exists (then a fresh agent secret is issued for
-/// the existing house so a restarted demo reconnects).
+/// Create the demo organisation, house and three users, unless an
+/// organisation of that name exists already (a restarted demo). The caller
+/// registers or reuses the house's agent.
 pub async fn seed_demo(db: &impl ConnectionTrait) -> Result<DemoSeed, AdminError> {
     const ORG: &str = "Demo Lämpö Oy";
     let logins = vec![
@@ -181,14 +177,11 @@ pub async fn seed_demo(db: &impl ConnectionTrait) -> Result<DemoSeed, AdminError
             .find(|m| m.tenant_id == org.id)
             .and_then(|m| m.site_id)
             .ok_or_else(|| AdminError::Invalid("demo house missing".into()))?;
-        let (agent_id, agent_secret) = create_agent(db, site_id, "demo agent").await?;
         return Ok(DemoSeed {
             site: SiteRef {
                 tenant_id: org.id,
                 site_id,
             },
-            agent_id,
-            agent_secret,
             logins,
         });
     }
@@ -206,11 +199,5 @@ pub async fn seed_demo(db: &impl ConnectionTrait) -> Result<DemoSeed, AdminError
         let site_opt = (!l.role.is_organisation_wide()).then_some(site.site_id);
         add_member(db, org.id, &l.email, l.role, site_opt).await?;
     }
-    let (agent_id, agent_secret) = create_agent(db, site.site_id, "demo agent").await?;
-    Ok(DemoSeed {
-        site,
-        agent_id,
-        agent_secret,
-        logins,
-    })
+    Ok(DemoSeed { site, logins })
 }
