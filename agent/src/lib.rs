@@ -1,1 +1,4 @@
-//! Homecontrol agent (placeholder).
+//! Homecontrol agent library.
+pub mod config;
+pub mod registers;
+pub mod tomlfile;
