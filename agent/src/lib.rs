@@ -1,1 +1,162 @@
-//! Homecontrol agent (placeholder).
+//! Homecontrol agent: reads a site's field devices and streams their values to
+//! the central server.
+//!
+//! The pieces, from the wire inwards:
+//!
+//! - [`config`]: the typed `agent.toml` ([`config::AgentConfig`]), with errors
+//!   that name the line and key;
+//! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
+//!   and the read plan that groups points into few requests;
+//! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
+//!   implementation over TCP and RTU (tokio-serial);
+//! - [`poller`]: one task per bus, each device on its own interval, producing
+//!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
+//! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
+//!   loop with jittered reconnects and resend of unacknowledged batches;
+//! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
+//!
+//! [`Agent`] wires them together. The binary (`main.rs`) and the tests run the
+//! same code:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let cfg = agent::config::AgentConfig::load(std::path::Path::new("/etc/homecontrol/agent.toml"))?;
+//! let agent = agent::Agent::build(cfg);
+//! agent.run_until_stopped(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod poller;
+pub mod registers;
+pub mod sim;
+pub mod telemetry;
+pub mod tomlfile;
+pub mod uplink;
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    config::AgentConfig,
+    devices::ModbusClient,
+    uplink::{
+        queue::MemoryQueue,
+        session::{Session, SessionConfig},
+    },
+};
+
+/// Capacity of the in-memory buffer, in readings (about a day of a 10-point
+/// device polled every 5 s).
+pub const BUFFER_READINGS: usize = 200_000;
+/// Feature flags announced in `Hello`.
+pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
+
+/// A configured agent, ready to run.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    session: SessionConfig,
+}
+
+impl Agent {
+    /// Prepare an agent from a validated configuration. Does no I/O apart from
+    /// installing rustls's `ring` crypto provider for the process (once; an
+    /// already installed provider is kept).
+    pub fn build(cfg: AgentConfig) -> Agent {
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        Agent {
+            cfg,
+            session: SessionConfig::default(),
+        }
+    }
+
+    /// Override the uplink session tunables (batch window, timeouts); tests
+    /// use short windows.
+    pub fn with_session_config(mut self, session: SessionConfig) -> Agent {
+        self.session = session;
+        self
+    }
+
+    /// The configuration this agent runs.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// The `Hello` sent at the start of every uplink session.
+    pub fn hello(&self) -> protocol::Hello {
+        protocol::Hello {
+            agent_id: self.cfg.server.agent_id.0,
+            version: protocol::PROTOCOL_VERSION,
+            capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+            software: Some(format!("homecontrol-agent {}", env!("CARGO_PKG_VERSION"))),
+            devices: self.cfg.catalogue(),
+        }
+    }
+
+    /// Poll the devices and stream to the server until `shutdown` completes.
+    /// Returns an error only if a task failed unexpectedly.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(1024);
+        let mut tasks = JoinSet::new();
+        for bus in &self.cfg.buses {
+            let devices: Vec<_> = self
+                .cfg
+                .devices
+                .iter()
+                .filter(|d| d.bus == bus.name)
+                .cloned()
+                .collect();
+            if devices.is_empty() {
+                continue;
+            }
+            let client = ModbusClient::new(bus);
+            tasks.spawn(poller::run_bus(
+                bus.name.clone(),
+                client,
+                devices,
+                bus.max_gap,
+                tx.clone(),
+                cancel.clone(),
+            ));
+        }
+        drop(tx);
+        let queue = MemoryQueue::new(BUFFER_READINGS, MemoryQueue::clock_seeded_first_seq());
+        let session = Session::new(self.session.clone(), self.hello(), queue);
+        tasks.spawn(uplink::run(
+            self.cfg.server.clone(),
+            session,
+            rx,
+            cancel.clone(),
+        ));
+        info!(agent_id = %self.cfg.server.agent_id, buses = self.cfg.buses.len(), devices = self.cfg.devices.len(), "agent running");
+
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                Some(done) = tasks.join_next() => {
+                    // Pollers end early only when the uplink is gone, and the uplink only when cancelled.
+                    if let Err(e) = done {
+                        break Err(e).context("an agent task failed");
+                    }
+                }
+            }
+        };
+        cancel.cancel();
+        while tasks.join_next().await.is_some() {}
+        info!("agent stopped");
+        result
+    }
+}

@@ -1,0 +1,230 @@
+//! The `agent` command line: `run`, `check-config`, `profiles`, `simulate`.
+//! `main.rs` only parses and dispatches here, so the commands are testable.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    Agent,
+    config::{AgentConfig, Transport},
+    registers::{builtin_profile_ids, load_builtin},
+    sim::{Eh203Sim, ModelOptions, SimOptions},
+};
+
+/// Homecontrol site agent.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Poll the configured devices and stream to the server.
+    Run {
+        /// Path of agent.toml.
+        #[arg(long, env = "AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config and print the device/point catalogue.
+    CheckConfig {
+        /// Path of agent.toml.
+        #[arg(long, env = "AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// List the built-in device profiles.
+    Profiles,
+    /// Run a device simulator.
+    Simulate {
+        /// Which device.
+        #[command(subcommand)]
+        device: SimDevice,
+    },
+}
+
+/// Simulated devices.
+#[derive(Debug, Subcommand)]
+pub enum SimDevice {
+    /// Ouman EH-203 with a MODBUS-200 card.
+    Eh203(SimArgs),
+}
+
+/// Options of `simulate eh203`.
+#[derive(Debug, Args)]
+#[group(id = "transport", required = true, multiple = false, args = ["tcp", "serial"])]
+pub struct SimArgs {
+    /// Serve Modbus TCP on this address, e.g. 127.0.0.1:5020 (port 0 picks one).
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Serve Modbus RTU on this serial port (8N1).
+    #[arg(long)]
+    pub serial: Option<PathBuf>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 9600)]
+    pub baud: u32,
+    /// Modbus unit id to answer to.
+    #[arg(long, default_value_t = 1)]
+    pub unit_id: u8,
+    /// Milliseconds between model updates.
+    #[arg(long, default_value_t = 1000)]
+    pub tick_ms: u64,
+    /// Seconds of one compressor on/off cycle.
+    #[arg(long, default_value_t = 120)]
+    pub compressor_period_s: u64,
+    /// Start with alarm A raised.
+    #[arg(long)]
+    pub alarm_a: bool,
+    /// Start with alarm B raised.
+    #[arg(long)]
+    pub alarm_b: bool,
+}
+
+/// Run a parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            // No extra context: the config error already names file, line and key.
+            let cfg = AgentConfig::load(&config)?;
+            Agent::build(cfg).run_until_stopped(shutdown_signal()).await
+        }
+        Command::CheckConfig { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            print!("{}", describe(&cfg));
+            Ok(())
+        }
+        Command::Profiles => {
+            for id in builtin_profile_ids() {
+                let p = load_builtin(id)
+                    .context("built-in profile")?
+                    .with_context(|| format!("built-in profile {id}"))?;
+                let enabled = p.points.iter().filter(|p| p.enabled).count();
+                println!(
+                    "{id}\t{}\t{} points ({enabled} enabled)",
+                    p.label.unwrap_or_default(),
+                    p.points.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Simulate {
+            device: SimDevice::Eh203(args),
+        } => simulate_eh203(args).await,
+    }
+}
+
+/// The catalogue of a config as the `check-config` text.
+pub fn describe(cfg: &AgentConfig) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "config OK: agent {} -> {}",
+        cfg.server.agent_id, cfg.server.url
+    );
+    for bus in &cfg.buses {
+        let how = match &bus.transport {
+            Transport::Tcp { address } => format!("tcp {address}"),
+            Transport::Rtu(r) => format!(
+                "rtu {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                r.path, r.baud, r.parity, r.data_bits, r.stop_bits
+            ),
+        };
+        let _ = writeln!(s, "bus {}: {how}, timeout {:?}", bus.name, bus.timeout);
+    }
+    for d in &cfg.devices {
+        let _ = writeln!(
+            s,
+            "device {} ({}) on {} unit {} profile {} every {:?}",
+            d.key,
+            d.label.as_deref().unwrap_or("-"),
+            d.bus,
+            d.unit_id,
+            d.profile_id,
+            d.poll_interval
+        );
+        for p in d.enabled_points() {
+            let bit = p.spec.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+            let guess = if p.guessed {
+                "  (address guessed: verify on site)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  {:<24} {} {}{bit} {:?} {}{guess}",
+                p.key, p.spec.function, p.spec.address.0, p.spec.data_type, p.unit
+            );
+        }
+    }
+    s
+}
+
+async fn simulate_eh203(args: SimArgs) -> anyhow::Result<()> {
+    let opts = SimOptions {
+        unit_id: args.unit_id,
+        tick: Duration::from_millis(args.tick_ms.max(10)),
+        model: ModelOptions {
+            compressor_period: Duration::from_secs(args.compressor_period_s.max(1)),
+            ..ModelOptions::default()
+        },
+        alarm_a: args.alarm_a,
+        alarm_b: args.alarm_b,
+    };
+    let sim = Eh203Sim::new(opts);
+    let server = if let Some(addr) = args.tcp {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        println!(
+            "READY eh203 simulator: modbus tcp {local} unit {}",
+            args.unit_id
+        );
+        sim.serve_tcp(listener)
+    } else if let Some(path) = args.serial {
+        let builder = tokio_serial::new(path.to_string_lossy(), args.baud);
+        let port = tokio_serial::SerialStream::open(&builder)
+            .with_context(|| format!("opening {}", path.display()))?;
+        println!(
+            "READY eh203 simulator: modbus rtu {} {} 8N1 unit {}",
+            path.display(),
+            args.baud,
+            args.unit_id
+        );
+        sim.serve_rtu(port)
+    } else {
+        anyhow::bail!("give --tcp ADDR or --serial PATH");
+    };
+    tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        res = server => res.context("simulator task")?.context("simulator server"),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what systemd sends).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,853 @@
+//! The agent's configuration file (`agent.toml`): servers, buses, devices.
+//!
+//! Loading happens in two steps. Serde parses the file into `Raw*` structs that
+//! keep each value's byte span (`toml::Spanned`), so type errors and semantic
+//! errors alike name the file, the line and the key (see [`crate::tomlfile`]).
+//! Validation then builds the typed [`AgentConfig`]: buses resolved, profiles
+//! loaded (built-in id or file path), secrets read and checked. Nothing is
+//! connected or opened here; that is the job of [`crate::Agent`].
+//!
+//! ```
+//! let text = r#"
+//! [server]
+//! url = "ws://127.0.0.1:8080/agent/v1/ws"
+//! agent_id = "0b6f3c1e-8a5b-4c1d-9e2f-3a4b5c6d7e8f"
+//! secret = "s3cr3t-for-docs"
+//! [[bus]]
+//! name = "lan"
+//! kind = "tcp"
+//! address = "127.0.0.1:502"
+//! [[device]]
+//! key = "heatpump"
+//! bus = "lan"
+//! unit_id = 1
+//! profile = "ouman_eh203_modbus200"
+//! "#;
+//! let cfg = agent::config::AgentConfig::from_toml("agent.toml", text, std::path::Path::new(".")).unwrap();
+//! assert_eq!(cfg.catalogue()[0].points.len(), 10);
+//! ```
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    registers::{
+        Point,
+        profile::{self, RawPoint},
+    },
+    tomlfile::{self, TomlFileError},
+};
+
+/// The placeholder secret of the example config; `run` refuses it.
+pub const PLACEHOLDER_SECRET: &str = "CHANGE-ME";
+/// Poll interval when a device does not set `poll_interval_ms`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Per-request timeout when a bus does not set `timeout_ms`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest hole (registers/bits) bridged in one read when a bus does not set `max_gap`.
+pub const DEFAULT_MAX_GAP: u16 = 8;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path we tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file (or a profile or secret file it names) has a mistake.
+    #[error(transparent)]
+    Invalid(#[from] TomlFileError),
+}
+
+/// The agent id the server issued, a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AgentId(pub uuid::Uuid);
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The whole, validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where and as whom to connect upstream.
+    pub server: ServerConfig,
+    /// Field buses, unique by name.
+    pub buses: Vec<BusConfig>,
+    /// Devices, unique by key; each names one of `buses`.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `ws://` or `wss://` URL of the server's agent endpoint.
+    pub url: url::Url,
+    /// This agent's id.
+    pub agent_id: AgentId,
+    /// The agent's secret; `Debug` prints it redacted.
+    pub secret: SecretString,
+}
+
+/// One `[[bus]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusConfig {
+    /// Unique name devices refer to.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Per-request timeout (tokio-modbus has none of its own).
+    pub timeout: Duration,
+    /// Largest hole bridged when grouping reads.
+    pub max_gap: u16,
+}
+
+/// The physical side of a bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// Modbus RTU over a serial port.
+    Rtu(SerialSettings),
+    /// Modbus TCP to `host:port`.
+    Tcp {
+        /// `host:port`, resolved at each connect.
+        address: String,
+    },
+}
+
+/// Serial line settings of an RTU bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    /// Device path; prefer stable `/dev/serial/by-id/...` names.
+    pub path: String,
+    /// Baud rate, > 0.
+    pub baud: u32,
+    /// Parity.
+    pub parity: Parity,
+    /// Data bits per character.
+    pub data_bits: DataBits,
+    /// Stop bits per character.
+    pub stop_bits: StopBits,
+}
+
+/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even is the default,
+/// and "none" should come with two stop bits, but many devices ship 8N1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// Data bits per character (RTU needs 8; 7 is for Modbus ASCII devices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataBits {
+    /// 7 data bits.
+    Seven,
+    /// 8 data bits.
+    Eight,
+}
+
+/// Stop bits per character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBits {
+    /// One stop bit.
+    One,
+    /// Two stop bits.
+    Two,
+}
+
+/// One `[[device]]`, with its profile resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    /// Unique key, e.g. `heatpump`.
+    pub key: String,
+    /// Human label.
+    pub label: Option<String>,
+    /// Name of the bus it hangs on.
+    pub bus: String,
+    /// Modbus unit (slave) id.
+    pub unit_id: u8,
+    /// Id of the profile it uses.
+    pub profile_id: String,
+    /// How often to read it.
+    pub poll_interval: Duration,
+    /// Profile points followed by inline points, enabled or not.
+    pub points: Vec<Point>,
+}
+
+impl DeviceConfig {
+    /// The points that are polled.
+    pub fn enabled_points(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter().filter(|p| p.enabled)
+    }
+
+    /// The device's catalogue entry for `Hello`.
+    pub fn info(&self) -> protocol::DeviceInfo {
+        protocol::DeviceInfo {
+            key: self.key.clone(),
+            label: self.label.clone(),
+            profile: Some(self.profile_id.clone()),
+            points: self.enabled_points().map(Point::info).collect(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Read and validate the file at `path`. Relative profile and secret paths
+    /// are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&path.display().to_string(), &text, base)
+    }
+
+    /// Validate config `text`; `file` names it in errors, `base_dir` anchors
+    /// relative paths.
+    pub fn from_toml(file: &str, text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = tomlfile::parse(file, text)?;
+        Validator {
+            file,
+            text,
+            base_dir,
+        }
+        .validate(raw)
+    }
+
+    /// Devices and enabled points as announced to the server.
+    pub fn catalogue(&self) -> Vec<protocol::DeviceInfo> {
+        self.devices.iter().map(DeviceConfig::info).collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Spanned<RawServer>,
+    #[serde(default)]
+    bus: Vec<Spanned<RawBus>>,
+    #[serde(default)]
+    device: Vec<Spanned<RawDevice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    url: Spanned<String>,
+    agent_id: Spanned<String>,
+    secret: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BusKind {
+    Rtu,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    name: Spanned<String>,
+    kind: BusKind,
+    path: Option<Spanned<String>>,
+    baud: Option<Spanned<u32>>,
+    parity: Option<Parity>,
+    data_bits: Option<Spanned<u8>>,
+    stop_bits: Option<Spanned<u8>>,
+    address: Option<Spanned<String>>,
+    timeout_ms: Option<Spanned<u64>>,
+    max_gap: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    key: Spanned<String>,
+    label: Option<String>,
+    bus: Spanned<String>,
+    unit_id: Spanned<i64>,
+    profile: Spanned<String>,
+    poll_interval_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    point: Vec<Spanned<RawPoint>>,
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(TomlFileError::at(self.file, self.text, span, key, msg).into())
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<AgentConfig, ConfigError> {
+        let server = self.server(raw.server)?;
+        let mut buses: Vec<BusConfig> = Vec::new();
+        for (i, b) in raw.bus.into_iter().enumerate() {
+            let bus = self.bus(i, b)?;
+            buses.push(bus);
+        }
+        let mut devices: Vec<DeviceConfig> = Vec::new();
+        for (i, d) in raw.device.into_iter().enumerate() {
+            let key_span = d.get_ref().key.span();
+            let dev = self.device(i, d.into_inner(), &buses)?;
+            if devices.iter().any(|x| x.key == dev.key) {
+                return self.err(
+                    key_span,
+                    format!("device[{i}].key"),
+                    format!("duplicate device key `{}`", dev.key),
+                );
+            }
+            devices.push(dev);
+        }
+        Ok(AgentConfig {
+            server,
+            buses,
+            devices,
+        })
+    }
+
+    fn server(&self, raw: Spanned<RawServer>) -> Result<ServerConfig, ConfigError> {
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let url = match url::Url::parse(raw.url.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "ws" | "wss") => u,
+            Ok(u) => {
+                return self.err(
+                    raw.url.span(),
+                    "server.url",
+                    format!("scheme must be ws or wss, not `{}`", u.scheme()),
+                );
+            }
+            Err(e) => return self.err(raw.url.span(), "server.url", format!("not a URL: {e}")),
+        };
+        let agent_id = match uuid::Uuid::parse_str(raw.agent_id.get_ref()) {
+            Ok(id) => AgentId(id),
+            Err(e) => {
+                return self.err(
+                    raw.agent_id.span(),
+                    "server.agent_id",
+                    format!("not a UUID: {e}"),
+                );
+            }
+        };
+        let (secret, span, key) = match (raw.secret, raw.secret_file) {
+            (Some(_), Some(f)) => {
+                return self.err(
+                    f.span(),
+                    "server.secret_file",
+                    "set either `secret` or `secret_file`, not both",
+                );
+            }
+            (None, None) => {
+                return self.err(
+                    table_span,
+                    "server.secret",
+                    "missing: set `secret` or `secret_file`",
+                );
+            }
+            (Some(s), None) => (s.get_ref().clone(), s.span(), "server.secret"),
+            (None, Some(f)) => {
+                let path = self.base_dir.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => (
+                        s.trim_end_matches(['\r', '\n']).to_owned(),
+                        f.span(),
+                        "server.secret_file",
+                    ),
+                    Err(e) => {
+                        return self.err(
+                            f.span(),
+                            "server.secret_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                    }
+                }
+            }
+        };
+        if secret.trim().is_empty() {
+            return self.err(span, key, "the secret is empty");
+        }
+        if secret.trim().eq_ignore_ascii_case(PLACEHOLDER_SECRET) {
+            return self.err(span, key, format!("`{PLACEHOLDER_SECRET}` is the example placeholder; set the secret issued for this agent"));
+        }
+        Ok(ServerConfig {
+            url,
+            agent_id,
+            secret: SecretString::from(secret),
+        })
+    }
+
+    fn bus(&self, i: usize, raw: Spanned<RawBus>) -> Result<BusConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let key = |f: &str| format!("bus[{i}].{f}");
+        let name = raw.name.get_ref().clone();
+        if name.is_empty() {
+            return self.err(raw.name.span(), key("name"), "a bus needs a name");
+        }
+        let timeout = match &raw.timeout_ms {
+            None => DEFAULT_TIMEOUT,
+            Some(t) if *t.get_ref() == 0 => {
+                return self.err(t.span(), key("timeout_ms"), "timeout_ms must be above 0");
+            }
+            Some(t) => Duration::from_millis(*t.get_ref()),
+        };
+        let transport = match raw.kind {
+            BusKind::Tcp => {
+                for (field, present) in [
+                    ("path", raw.path.is_some()),
+                    ("baud", raw.baud.is_some()),
+                    ("data_bits", raw.data_bits.is_some()),
+                    ("stop_bits", raw.stop_bits.is_some()),
+                    ("parity", raw.parity.is_some()),
+                ] {
+                    if present {
+                        return self.err(
+                            span,
+                            key(field),
+                            "only applies to `kind = \"rtu\"` buses",
+                        );
+                    }
+                }
+                let Some(addr) = raw.address else {
+                    return self.err(
+                        span,
+                        key("address"),
+                        "missing: a tcp bus needs `address = \"host:port\"`",
+                    );
+                };
+                let valid = addr
+                    .get_ref()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !valid {
+                    return self.err(
+                        addr.span(),
+                        key("address"),
+                        format!("`{}` is not host:port", addr.get_ref()),
+                    );
+                }
+                Transport::Tcp {
+                    address: addr.into_inner(),
+                }
+            }
+            BusKind::Rtu => {
+                if let Some(a) = &raw.address {
+                    return self.err(
+                        a.span(),
+                        key("address"),
+                        "only applies to `kind = \"tcp\"` buses",
+                    );
+                }
+                let Some(path) = raw.path else {
+                    return self.err(
+                        span,
+                        key("path"),
+                        "missing: an rtu bus needs the serial port `path`",
+                    );
+                };
+                let baud = match raw.baud {
+                    None => 9600,
+                    Some(b) if *b.get_ref() == 0 => {
+                        return self.err(b.span(), key("baud"), "baud must be above 0");
+                    }
+                    Some(b) => b.into_inner(),
+                };
+                let data_bits = match raw.data_bits.as_ref().map(|d| (d.span(), *d.get_ref())) {
+                    None | Some((_, 8)) => DataBits::Eight,
+                    Some((_, 7)) => DataBits::Seven,
+                    Some((s, n)) => {
+                        return self.err(
+                            s,
+                            key("data_bits"),
+                            format!("data_bits must be 7 or 8, got {n}"),
+                        );
+                    }
+                };
+                let stop_bits = match raw.stop_bits.as_ref().map(|d| (d.span(), *d.get_ref())) {
+                    None | Some((_, 1)) => StopBits::One,
+                    Some((_, 2)) => StopBits::Two,
+                    Some((s, n)) => {
+                        return self.err(
+                            s,
+                            key("stop_bits"),
+                            format!("stop_bits must be 1 or 2, got {n}"),
+                        );
+                    }
+                };
+                Transport::Rtu(SerialSettings {
+                    path: path.into_inner(),
+                    baud,
+                    parity: raw.parity.unwrap_or(Parity::None),
+                    data_bits,
+                    stop_bits,
+                })
+            }
+        };
+        Ok(BusConfig {
+            name,
+            transport,
+            timeout,
+            max_gap: raw.max_gap.unwrap_or(DEFAULT_MAX_GAP),
+        })
+    }
+
+    fn device(
+        &self,
+        i: usize,
+        raw: RawDevice,
+        buses: &[BusConfig],
+    ) -> Result<DeviceConfig, ConfigError> {
+        let key = |f: &str| format!("device[{i}].{f}");
+        let dev_key = raw.key.get_ref().clone();
+        if dev_key.is_empty() {
+            return self.err(raw.key.span(), key("key"), "a device needs a key");
+        }
+        let Some(bus) = buses.iter().find(|b| &b.name == raw.bus.get_ref()) else {
+            let known: Vec<&str> = buses.iter().map(|b| b.name.as_str()).collect();
+            return self.err(
+                raw.bus.span(),
+                key("bus"),
+                format!(
+                    "unknown bus `{}` (known: {})",
+                    raw.bus.get_ref(),
+                    known.join(", ")
+                ),
+            );
+        };
+        let unit = *raw.unit_id.get_ref();
+        let unit_range = match bus.transport {
+            // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
+            Transport::Rtu(_) => 1..=247,
+            // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
+            Transport::Tcp { .. } => 0..=255,
+        };
+        if !unit_range.contains(&unit) {
+            return self.err(
+                raw.unit_id.span(),
+                key("unit_id"),
+                format!(
+                    "unit_id {unit} is outside {}..={} for a {} bus",
+                    unit_range.start(),
+                    unit_range.end(),
+                    if matches!(bus.transport, Transport::Rtu(_)) {
+                        "rtu"
+                    } else {
+                        "tcp"
+                    }
+                ),
+            );
+        }
+        let poll_interval = match &raw.poll_interval_ms {
+            None => DEFAULT_POLL_INTERVAL,
+            Some(p) if *p.get_ref() < 100 => {
+                return self.err(
+                    p.span(),
+                    key("poll_interval_ms"),
+                    "poll_interval_ms must be at least 100",
+                );
+            }
+            Some(p) => Duration::from_millis(*p.get_ref()),
+        };
+        let prof = self.profile(&raw.profile, &key("profile"))?;
+        let mut points = prof.points;
+        for (pi, rp) in raw.point.into_iter().enumerate() {
+            let span = rp.span();
+            let pkey = |f: &str| format!("device[{i}].point[{pi}].{f}");
+            let point = match rp.into_inner().resolve() {
+                Ok(p) => p,
+                Err((field, msg)) => return self.err(span, pkey(field), msg),
+            };
+            if points.iter().any(|p| p.key == point.key) {
+                return self.err(
+                    span,
+                    pkey("name"),
+                    format!(
+                        "point `{}` already exists in profile `{}`",
+                        point.key, prof.id
+                    ),
+                );
+            }
+            points.push(point);
+        }
+        Ok(DeviceConfig {
+            key: dev_key,
+            label: raw.label,
+            bus: bus.name.clone(),
+            unit_id: unit as u8,
+            profile_id: prof.id,
+            poll_interval,
+            points,
+        })
+    }
+
+    /// A built-in id, or a file path (optionally `path.toml#profile_id`).
+    fn profile(&self, raw: &Spanned<String>, key: &str) -> Result<profile::Profile, ConfigError> {
+        let value = raw.get_ref();
+        if let Some(result) = profile::load_builtin(value) {
+            return Ok(result?);
+        }
+        let looks_like_path = value.contains('/') || value.contains(".toml");
+        if !looks_like_path {
+            let ids: Vec<&str> = profile::builtin_profile_ids().collect();
+            return self.err(
+                raw.span(),
+                key,
+                format!(
+                    "unknown profile `{value}`: not a built-in ({}) nor a .toml path",
+                    ids.join(", ")
+                ),
+            );
+        }
+        let (path, id) = match value.rsplit_once('#') {
+            Some((p, id)) => (p, Some(id)),
+            None => (value.as_str(), None),
+        };
+        let path = self.base_dir.join(path);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                return self.err(
+                    raw.span(),
+                    key,
+                    format!("cannot read profile {}: {e}", path.display()),
+                );
+            }
+        };
+        let file = path.display().to_string();
+        let profiles = profile::parse_profile(&file, &text)?;
+        Ok(profile::pick(&file, profiles, id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const GOOD: &str = r#"[server]
+url = "ws://127.0.0.1:8080/agent/v1/ws"
+agent_id = "0b6f3c1e-8a5b-4c1d-9e2f-3a4b5c6d7e8f"
+secret = "not-the-placeholder"
+
+[[bus]]
+name = "rs485"
+kind = "rtu"
+path = "/dev/ttyUSB0"
+baud = 9600
+parity = "even"
+data_bits = 8
+stop_bits = 1
+timeout_ms = 1000
+
+[[bus]]
+name = "lan"
+kind = "tcp"
+address = "192.168.1.50:502"
+
+[[device]]
+key = "heatpump"
+label = "Lämpöpumppu"
+bus = "rs485"
+unit_id = 1
+profile = "ouman_eh203_modbus200"
+poll_interval_ms = 5000
+"#;
+
+    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_toml("agent.toml", text, Path::new("/nonexistent"))
+    }
+
+    fn invalid(text: &str) -> TomlFileError {
+        match load(text) {
+            Err(ConfigError::Invalid(e)) => e,
+            other => panic!("expected a located error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let cfg = load(GOOD).unwrap();
+        assert_eq!(cfg.buses.len(), 2);
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!()
+        };
+        assert_eq!(
+            (s.baud, s.parity, s.data_bits, s.stop_bits),
+            (9600, Parity::Even, DataBits::Eight, StopBits::One)
+        );
+        assert_eq!(cfg.devices[0].poll_interval, Duration::from_secs(5));
+        assert_eq!(cfg.server.secret.expose_secret(), "not-the-placeholder");
+        assert_eq!(
+            cfg.catalogue()[0].profile.as_deref(),
+            Some("ouman_eh203_modbus200")
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_file_is_valid_apart_from_its_placeholder_secret() {
+        let text = include_str!("../config/example.toml");
+        let err = invalid(text);
+        assert_eq!(err.key, "server.secret");
+        let fixed = text.replace("\"CHANGE-ME\"", "\"a-real-secret\"");
+        load(&fixed).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_line_and_the_key() {
+        let text = GOOD.replace("baud = 9600", "baud = \"fast\"");
+        let err = invalid(&text);
+        assert_eq!(
+            err.to_string(),
+            "agent.toml line 10: key `bus[0].baud`: invalid type: string \"fast\", expected u32"
+        );
+    }
+
+    #[test]
+    fn an_unknown_bus_name_is_refused_and_the_known_ones_listed() {
+        let err = invalid(&GOOD.replace("bus = \"rs485\"", "bus = \"rs458\""));
+        assert_eq!((err.key.as_str(), err.line), ("device[0].bus", 24));
+        assert!(err.message.contains("known: rs485, lan"), "{err}");
+    }
+
+    #[test]
+    fn a_unit_id_outside_1_to_247_on_rtu_is_refused() {
+        for bad in ["0", "248", "-1"] {
+            let err = invalid(&GOOD.replace("unit_id = 1", &format!("unit_id = {bad}")));
+            assert_eq!(
+                (err.key.as_str(), err.line),
+                ("device[0].unit_id", 25),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_baud_of_zero_is_refused() {
+        let err = invalid(&GOOD.replace("baud = 9600", "baud = 0"));
+        assert_eq!((err.key.as_str(), err.line), ("bus[0].baud", 10));
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused_and_the_builtins_listed() {
+        let err = invalid(&GOOD.replace("\"ouman_eh203_modbus200\"", "\"ouman_eh999\""));
+        assert_eq!(err.key, "device[0].profile");
+        assert!(err.message.contains("generic_modbus"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_device_key_is_refused() {
+        let dev = "\n[[device]]\nkey = \"heatpump\"\nbus = \"lan\"\nunit_id = 2\nprofile = \"generic_modbus\"\n";
+        let err = invalid(&format!("{GOOD}{dev}"));
+        assert_eq!((err.key.as_str(), err.line), ("device[1].key", 30));
+        assert!(err.message.contains("duplicate"));
+    }
+
+    #[test]
+    fn a_missing_secret_is_refused() {
+        let err = invalid(&GOOD.replace("secret = \"not-the-placeholder\"\n", ""));
+        assert_eq!(err.key, "server.secret");
+        assert!(err.message.contains("missing"));
+    }
+
+    #[test]
+    fn the_placeholder_secret_is_refused() {
+        let err = invalid(&GOOD.replace("not-the-placeholder", "CHANGE-ME"));
+        assert_eq!((err.key.as_str(), err.line), ("server.secret", 4));
+        assert!(!err.to_string().contains("not-the-placeholder"));
+    }
+
+    #[test]
+    fn a_secret_file_is_read_and_its_trailing_newline_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.secret"), "from-file\n").unwrap();
+        let text = GOOD.replace(
+            "secret = \"not-the-placeholder\"",
+            "secret_file = \"agent.secret\"",
+        );
+        let cfg = AgentConfig::from_toml("agent.toml", &text, dir.path()).unwrap();
+        assert_eq!(cfg.server.secret.expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn the_secret_never_appears_in_debug_output() {
+        let cfg = load(GOOD).unwrap();
+        assert!(!format!("{cfg:?}").contains("not-the-placeholder"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_path() {
+        let err = invalid(&GOOD.replace("timeout_ms = 1000", "timeout = 1000"));
+        assert_eq!((err.key.as_str(), err.line), ("bus[0].timeout", 14));
+        assert!(err.message.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_non_websocket_url_is_refused() {
+        let err = invalid(&GOOD.replace("ws://127.0.0.1", "http://127.0.0.1"));
+        assert_eq!((err.key.as_str(), err.line), ("server.url", 2));
+    }
+
+    #[test]
+    fn inline_points_are_added_after_the_profile_points() {
+        let text = format!(
+            "{GOOD}\n[[device.point]]\nname = \"extra\"\nfunction = \"input\"\naddress = 7\ndata_type = \"u16\"\n"
+        );
+        let cfg = load(&text).unwrap();
+        assert_eq!(cfg.catalogue()[0].points.last().unwrap().key, "extra");
+    }
+
+    #[test]
+    fn an_inline_point_clashing_with_the_profile_is_refused() {
+        let text = format!(
+            "{GOOD}\n[[device.point]]\nname = \"outdoor_temp\"\nfunction = \"input\"\naddress = 7\ndata_type = \"u16\"\n"
+        );
+        assert_eq!(invalid(&text).key, "device[0].point[0].name");
+    }
+
+    #[test]
+    fn a_profile_file_path_is_resolved_against_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let prof = "[[profile]]\nid = \"mine\"\n[[profile.point]]\nname = \"t\"\nfunction = \"holding\"\naddress = 0\ndata_type = \"i16\"\n";
+        std::fs::write(dir.path().join("mine.toml"), prof).unwrap();
+        let text = GOOD.replace("\"ouman_eh203_modbus200\"", "\"./mine.toml\"");
+        let cfg = AgentConfig::from_toml("agent.toml", &text, dir.path()).unwrap();
+        assert_eq!(cfg.devices[0].profile_id, "mine");
+    }
+
+    #[test]
+    fn a_tcp_bus_without_an_address_is_refused() {
+        let err = invalid(&GOOD.replace("address = \"192.168.1.50:502\"", ""));
+        assert_eq!(err.key, "bus[1].address");
+    }
+}

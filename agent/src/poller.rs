@@ -1,0 +1,383 @@
+//! When to read what: one task per bus, one request at a time on it, each
+//! device on its own poll interval.
+//!
+//! The task owns the bus's [`DeviceClient`]. It sleeps until the earliest due
+//! device, runs that device's read plan, decodes the values into
+//! [`protocol::Reading`]s and sends them to the uplink as [`PollEvent`]s. Each
+//! device's communication state lives in a [`CommState`], a small pure state
+//! machine (tested without I/O) that decides when the device is offline, when
+//! to poll it again (back-off while it is silent) and when a
+//! [`protocol::DeviceStatus`] must be announced.
+
+use std::time::Duration;
+
+use protocol::{DeviceStatus, Quality, Reading};
+use time::OffsetDateTime;
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    config::DeviceConfig,
+    devices::{DeviceClient, RawData, execute},
+    registers::{PlannedRead, Point, decode_bits, decode_registers, plan_reads},
+};
+
+/// Consecutive failed polls after which a device is reported offline. One
+/// lost frame on a noisy RS-485 line should not flap the dashboard.
+pub const OFFLINE_AFTER_FAILURES: u32 = 2;
+/// Longest wait between polls of an offline device.
+pub const MAX_OFFLINE_RETRY: Duration = Duration::from_secs(60);
+
+/// What the poller reports to the uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollEvent {
+    /// Values of one poll of one device (all with the same timestamp).
+    Readings(Vec<Reading>),
+    /// A device's communication state changed.
+    Status(DeviceStatus),
+}
+
+/// Outcome of one poll, as far as communication goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollOutcome {
+    /// Every request was answered (possibly with Modbus exceptions, listed).
+    Answered {
+        /// Exceptions met, e.g. "holding 18+28: Modbus exception 0x02 ...".
+        exceptions: Vec<String>,
+    },
+    /// The device did not answer or the link failed.
+    Failed(String),
+}
+
+/// Communication state of one device: a pure state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommState {
+    device: String,
+    interval: Duration,
+    online: Option<bool>,
+    failures: u32,
+    last_ok: Option<OffsetDateTime>,
+    last_error: Option<String>,
+}
+
+impl CommState {
+    /// A device never polled yet (neither online nor offline).
+    pub fn new(device: &str, interval: Duration) -> Self {
+        CommState {
+            device: device.into(),
+            interval,
+            online: None,
+            failures: 0,
+            last_ok: None,
+            last_error: None,
+        }
+    }
+
+    /// True when the last verdict was "online".
+    pub fn is_online(&self) -> bool {
+        self.online == Some(true)
+    }
+
+    /// Feed one poll's outcome at wall time `now`. Returns the delay until the
+    /// next poll and a status to announce when the state changed.
+    pub fn record(
+        &mut self,
+        outcome: PollOutcome,
+        now: OffsetDateTime,
+    ) -> (Duration, Option<DeviceStatus>) {
+        let before = (self.online, self.last_error.clone());
+        let delay = match outcome {
+            PollOutcome::Answered { exceptions } => {
+                self.online = Some(true);
+                self.failures = 0;
+                self.last_ok = Some(now);
+                self.last_error = if exceptions.is_empty() {
+                    None
+                } else {
+                    Some(exceptions.join("; "))
+                };
+                self.interval
+            }
+            PollOutcome::Failed(err) => {
+                self.failures = self.failures.saturating_add(1);
+                self.last_error = Some(err);
+                if self.failures >= OFFLINE_AFTER_FAILURES {
+                    self.online = Some(false);
+                }
+                self.retry_delay()
+            }
+        };
+        let changed = (self.online, self.last_error.clone()) != before;
+        // Before the first verdict there is nothing to announce.
+        let status = (changed && self.online.is_some()).then(|| self.status());
+        (delay, status)
+    }
+
+    /// Polls of a silent device back off: interval × 2^(failures − threshold),
+    /// capped by [`MAX_OFFLINE_RETRY`] (or the interval, when that is longer).
+    fn retry_delay(&self) -> Duration {
+        if self.failures < OFFLINE_AFTER_FAILURES {
+            return self.interval;
+        }
+        let exp = (self.failures - OFFLINE_AFTER_FAILURES).min(16);
+        let cap = MAX_OFFLINE_RETRY.max(self.interval);
+        self.interval.saturating_mul(1u32 << exp).min(cap)
+    }
+
+    /// The current state as a protocol message.
+    pub fn status(&self) -> DeviceStatus {
+        DeviceStatus {
+            device: self.device.clone(),
+            online: self.is_online(),
+            last_ok: self.last_ok,
+            last_error: self.last_error.clone(),
+            consecutive_failures: self.failures,
+        }
+    }
+}
+
+/// Decode one response into readings for the points it serves.
+pub fn decode_response(
+    device: &str,
+    points: &[Point],
+    read: &PlannedRead,
+    data: &RawData,
+    ts: OffsetDateTime,
+) -> Vec<Reading> {
+    let mut out = Vec::with_capacity(read.slots.len());
+    for slot in &read.slots {
+        let point = &points[slot.point];
+        let off = usize::from(slot.offset);
+        let value = match data {
+            RawData::Words(w) => w.get(off..).map(|w| decode_registers(&point.spec, w)),
+            RawData::Bits(b) => b.get(off..).map(|b| decode_bits(&point.spec, b)),
+        };
+        match value {
+            Some(Ok(value)) => out.push(Reading {
+                device: device.to_owned(),
+                point: point.key.clone(),
+                ts,
+                value,
+                unit: point.unit.clone(),
+                quality: Quality::Good,
+            }),
+            Some(Err(e)) => debug!(device, point = %point.key, error = %e, "value not decodable"),
+            None => debug!(device, point = %point.key, "short response"),
+        }
+    }
+    out
+}
+
+struct PolledDevice {
+    key: String,
+    unit_id: u8,
+    points: Vec<Point>,
+    plan: Vec<PlannedRead>,
+    next_due: Instant,
+    comm: CommState,
+}
+
+/// Poll every device of one bus until `cancel` fires. Events go to `tx`; if
+/// the receiver is gone the task ends.
+pub async fn run_bus<C: DeviceClient>(
+    bus: String,
+    mut client: C,
+    devices: Vec<DeviceConfig>,
+    max_gap: u16,
+    tx: mpsc::Sender<PollEvent>,
+    cancel: CancellationToken,
+) {
+    let start = Instant::now();
+    let mut devices: Vec<PolledDevice> = devices
+        .into_iter()
+        .map(|d| {
+            let points: Vec<Point> = d.enabled_points().cloned().collect();
+            let specs: Vec<_> = points.iter().map(|p| p.spec.clone()).collect();
+            let plan = plan_reads(&specs, max_gap);
+            info!(%bus, device = %d.key, requests = plan.len(), points = points.len(), "polling device");
+            PolledDevice { comm: CommState::new(&d.key, d.poll_interval), key: d.key, unit_id: d.unit_id, points, plan, next_due: start }
+        })
+        .collect();
+    if devices.is_empty() {
+        return;
+    }
+    loop {
+        let Some(dev) = devices.iter_mut().min_by_key(|d| d.next_due) else {
+            return;
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(dev.next_due) => {}
+        }
+        let span = info_span!("poll", device = %dev.key, unit_id = dev.unit_id);
+        let events = poll_once(&mut client, dev).instrument(span).await;
+        for ev in events {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn poll_once<C: DeviceClient>(client: &mut C, dev: &mut PolledDevice) -> Vec<PollEvent> {
+    let mut readings = Vec::new();
+    let mut exceptions = Vec::new();
+    let mut failure = None;
+    for read in &dev.plan {
+        match execute(client, dev.unit_id, read).await {
+            Ok(Ok(data)) => {
+                let ts = OffsetDateTime::now_utc();
+                readings.extend(decode_response(&dev.key, &dev.points, read, &data, ts));
+            }
+            Ok(Err(exc)) => exceptions.push(format!(
+                "{} {}+{}: {exc}",
+                read.function, read.address, read.count
+            )),
+            Err(e) => {
+                // The rest of the plan would fail the same way; stop here.
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    // One timestamp per poll keeps a device's values aligned on the server.
+    if let Some(first) = readings.first().map(|r| r.ts) {
+        for r in &mut readings {
+            r.ts = first;
+        }
+    }
+    let outcome = match failure {
+        Some(e) => PollOutcome::Failed(e),
+        None => PollOutcome::Answered { exceptions },
+    };
+    debug!(readings = readings.len(), ?outcome, "polled");
+    let (delay, status) = dev.comm.record(outcome, OffsetDateTime::now_utc());
+    dev.next_due = Instant::now() + delay;
+    let mut events = Vec::new();
+    if let Some(status) = status {
+        if status.online {
+            match &status.last_error {
+                None => info!("device online"),
+                Some(e) => {
+                    warn!(error = %e, "device answers with exceptions (check the profile addresses)")
+                }
+            }
+        } else {
+            warn!(error = status.last_error.as_deref().unwrap_or(""), retry_in = ?delay, "device offline");
+        }
+        events.push(PollEvent::Status(status));
+    }
+    if !readings.is_empty() {
+        events.push(PollEvent::Readings(readings));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registers::load_builtin;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn ok() -> PollOutcome {
+        PollOutcome::Answered { exceptions: vec![] }
+    }
+
+    #[test]
+    fn the_first_good_poll_announces_the_device_online() {
+        let mut s = CommState::new("hp", SEC);
+        let (delay, status) = s.record(ok(), NOW);
+        assert_eq!(delay, SEC);
+        let status = status.unwrap();
+        assert!(status.online && status.last_error.is_none());
+        assert_eq!(status.last_ok, Some(NOW));
+        assert_eq!(s.record(ok(), NOW).1, None, "no change, no announcement");
+    }
+
+    #[test]
+    fn one_lost_reply_does_not_mark_the_device_offline() {
+        let mut s = CommState::new("hp", SEC);
+        s.record(ok(), NOW);
+        let (delay, status) = s.record(PollOutcome::Failed("timeout".into()), NOW);
+        assert_eq!(delay, SEC);
+        let status = status.expect("the error is news");
+        assert!(status.online);
+    }
+
+    #[test]
+    fn a_silent_device_goes_offline_and_is_polled_with_growing_back_off() {
+        let mut s = CommState::new("hp", SEC);
+        s.record(ok(), NOW);
+        let fail = || PollOutcome::Failed("no reply within 1s".into());
+        s.record(fail(), NOW);
+        let (d2, st) = s.record(fail(), NOW);
+        let st = st.unwrap();
+        assert!(!st.online);
+        assert_eq!(st.consecutive_failures, 2);
+        let delays: Vec<_> = std::iter::once(d2)
+            .chain((0..8).map(|_| s.record(fail(), NOW).0))
+            .collect();
+        assert_eq!(
+            delays.iter().map(|d| d.as_secs()).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 16, 32, 60, 60, 60]
+        );
+    }
+
+    #[test]
+    fn a_device_that_answers_again_is_back_online_at_its_normal_interval() {
+        let mut s = CommState::new("hp", SEC);
+        for _ in 0..5 {
+            s.record(PollOutcome::Failed("x".into()), NOW);
+        }
+        let (delay, status) = s.record(ok(), NOW);
+        assert_eq!(delay, SEC);
+        assert!(status.unwrap().online);
+    }
+
+    #[test]
+    fn a_modbus_exception_keeps_the_device_online_but_reports_the_error() {
+        let mut s = CommState::new("hp", SEC);
+        let (delay, status) = s.record(
+            PollOutcome::Answered {
+                exceptions: vec!["holding 18+28: exception 0x02".into()],
+            },
+            NOW,
+        );
+        assert_eq!(delay, SEC, "exceptions are not retried as link faults");
+        let status = status.unwrap();
+        assert!(status.online);
+        assert!(status.last_error.unwrap().contains("0x02"));
+    }
+
+    #[test]
+    fn eh203_registers_decode_into_readings_with_units() {
+        let profile = load_builtin("ouman_eh203_modbus200").unwrap().unwrap();
+        let points: Vec<Point> = profile.points.into_iter().filter(|p| p.enabled).collect();
+        let specs: Vec<_> = points.iter().map(|p| p.spec.clone()).collect();
+        let plan = plan_reads(&specs, 8);
+        assert_eq!(plan.len(), 1, "18..=45 fits one request with gaps up to 8");
+        assert_eq!((plan[0].address, plan[0].count), (18, 28));
+        let mut words = vec![0u16; 28];
+        words[0] = (-512i16) as u16; // outdoor 18: -5.12
+        words[2] = 3550; // L1 supply 20
+        words[45 - 18] = 0b0101; // compressor on, heater off, alarm A on
+        let r = decode_response("hp", &points, &plan[0], &RawData::Words(words), NOW);
+        let get = |k: &str| r.iter().find(|r| r.point == k).unwrap();
+        assert_eq!(get("outdoor_temp").value, -5.12);
+        assert_eq!(get("outdoor_temp").unit, "degC");
+        assert_eq!(get("l1_supply_temp").value, 35.5);
+        assert_eq!(
+            (
+                get("compressor_running").value,
+                get("electric_heater_on").value
+            ),
+            (1.0, 0.0)
+        );
+        assert_eq!((get("alarm_a").value, get("alarm_b").value), (1.0, 0.0));
+        assert_eq!(r.len(), 10);
+    }
+}

@@ -1,0 +1,141 @@
+//! Register maps as data: what a point is on the wire and how its raw words or
+//! bits become an engineering value.
+//!
+//! Everything here is pure (no I/O, no clock). [`profile`] parses profile TOML
+//! files into [`Point`]s, [`decode`] turns raw Modbus words/bits into `f64`,
+//! [`encode`] goes the other way (used by the simulators, kept apart from the
+//! decode path so tests of one do not silently reuse the other), and [`plan`]
+//! groups a device's points into the fewest Modbus read requests.
+
+pub mod decode;
+pub mod encode;
+pub mod plan;
+pub mod profile;
+
+use serde::Deserialize;
+
+pub use decode::{DecodeError, decode_bits, decode_registers};
+pub use encode::{EncodeError, encode_registers};
+pub use plan::{PlannedRead, PointSlot, plan_reads};
+pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
+
+/// Most registers one FC03/FC04 request may read (Modbus Application Protocol
+/// V1.1b3 §6.3: quantity 1..=125).
+pub const MAX_REGISTERS_PER_READ: u16 = 125;
+/// Most bits one FC01/FC02 request may read (V1.1b3 §6.1: quantity 1..=2000).
+pub const MAX_BITS_PER_READ: u16 = 2000;
+
+/// Which Modbus table a point lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Function {
+    /// Holding registers: FC03 read (FC06/FC16 write).
+    Holding,
+    /// Input registers: FC04 read.
+    Input,
+    /// Coils: FC01 read (FC05/FC15 write).
+    Coil,
+    /// Discrete inputs: FC02 read.
+    Discrete,
+}
+
+impl Function {
+    /// True for the two 16-bit register tables, false for the bit tables.
+    pub fn is_register(self) -> bool {
+        matches!(self, Function::Holding | Function::Input)
+    }
+
+    /// Largest quantity one read request of this table may ask for.
+    pub fn max_quantity(self) -> u16 {
+        if self.is_register() {
+            MAX_REGISTERS_PER_READ
+        } else {
+            MAX_BITS_PER_READ
+        }
+    }
+}
+
+impl std::fmt::Display for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Function::Holding => "holding",
+            Function::Input => "input",
+            Function::Coil => "coil",
+            Function::Discrete => "discrete",
+        })
+    }
+}
+
+/// How the raw register contents are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// One register, two's complement.
+    I16,
+    /// One register, unsigned.
+    U16,
+    /// Two registers, two's complement (see [`WordOrder`]).
+    I32,
+    /// Two registers, unsigned.
+    U32,
+    /// Two registers, IEEE 754 single precision.
+    F32,
+    /// One bit: a coil/discrete input, or bit `bit` of a register.
+    Bool,
+    /// A whole register as a bit field, reported as its unsigned value.
+    Bits16,
+}
+
+impl DataType {
+    /// Number of registers (or bits, for coil/discrete) the type occupies.
+    pub fn width(self) -> u16 {
+        match self {
+            DataType::I32 | DataType::U32 | DataType::F32 => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Order of the two registers of a 32-bit value. Bytes inside each register
+/// are always big-endian (Modbus Application Protocol V1.1b3 §4.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WordOrder {
+    /// The register at the lower address holds the high word (the spec's own
+    /// convention and the common default).
+    #[default]
+    HighFirst,
+    /// The register at the lower address holds the low word ("word swapped").
+    LowFirst,
+}
+
+/// A Modbus PDU address (0-based, exactly what goes on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct RegisterAddress(pub u16);
+
+/// Where a point lives and how to decode it; the wire-facing half of a [`Point`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointSpec {
+    /// Modbus table.
+    pub function: Function,
+    /// First register or bit.
+    pub address: RegisterAddress,
+    /// Raw interpretation.
+    pub data_type: DataType,
+    /// Bit index (0 = least significant) for `Bool` points in a register.
+    pub bit: Option<u8>,
+    /// Register order for 32-bit types.
+    pub word_order: WordOrder,
+    /// Engineering value = raw × scale + offset.
+    pub scale: f64,
+    /// See `scale`.
+    pub offset: f64,
+}
+
+impl PointSpec {
+    /// Registers (or bits) this point occupies on the wire.
+    pub fn width(&self) -> u16 {
+        self.data_type.width()
+    }
+}

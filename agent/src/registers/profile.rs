@@ -1,0 +1,510 @@
+//! Device profiles: register maps kept as TOML data, not code.
+//!
+//! The format is the research fixture's (`shared/reference/register-maps.toml`):
+//! a file holds one or more `[[profile]]` tables, each with `[[profile.point]]`
+//! entries, plus display hints (`display_min`, `display_max`, `alarm`). Fields
+//! the agent does not use yet (`native_id`, `confidence`, `safe_min`, ...) are
+//! accepted so a fixture profile loads unchanged; anything else is a typo and
+//! refused. Built-in profiles are embedded in the binary with `include_str!`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{DataType, Function, PointSpec, RegisterAddress, WordOrder};
+use crate::tomlfile::{self, TomlFileError};
+
+/// Error type of profile loading: a located mistake in a profile file.
+pub type ProfileError = TomlFileError;
+
+const BUILTINS: &[(&str, &str)] = &[
+    (
+        "ouman_eh203_modbus200",
+        include_str!("../../profiles/ouman_eh203_modbus200.toml"),
+    ),
+    (
+        "generic_modbus",
+        include_str!("../../profiles/generic_modbus.toml"),
+    ),
+];
+
+/// Ids of the profiles compiled into the agent.
+pub fn builtin_profile_ids() -> impl Iterator<Item = &'static str> {
+    BUILTINS.iter().map(|(id, _)| *id)
+}
+
+/// TOML text of a built-in profile.
+pub fn builtin_profile_text(id: &str) -> Option<&'static str> {
+    BUILTINS
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, text)| *text)
+}
+
+/// Load a built-in profile by id; `None` when no such built-in exists.
+pub fn load_builtin(id: &str) -> Option<Result<Profile, ProfileError>> {
+    let text = builtin_profile_text(id)?;
+    let file = format!("builtin:{id}");
+    Some(parse_profile(&file, text).and_then(|ps| pick(&file, ps, Some(id))))
+}
+
+/// Choose one profile of a file: by id when given, else the file's only one.
+pub fn pick(file: &str, profiles: Vec<Profile>, id: Option<&str>) -> Result<Profile, ProfileError> {
+    let err = |message: String| TomlFileError {
+        file: file.to_owned(),
+        line: 0,
+        key: "profile".into(),
+        message,
+    };
+    match id {
+        Some(id) => {
+            let ids: Vec<String> = profiles.iter().map(|p| p.id.clone()).collect();
+            profiles.into_iter().find(|p| p.id == id).ok_or_else(|| {
+                err(format!(
+                    "no profile with id `{id}` (the file has: {})",
+                    ids.join(", ")
+                ))
+            })
+        }
+        None if profiles.len() == 1 => Ok(profiles.into_iter().next().expect("length checked")),
+        None => Err(err(format!(
+            "the file holds {} profiles; name one as `path.toml#id`",
+            profiles.len()
+        ))),
+    }
+}
+
+/// A device profile: an id and its points in display order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Stable id, e.g. `ouman_eh203_modbus200`.
+    pub id: String,
+    /// Human description (vendor and model).
+    pub label: Option<String>,
+    /// All points, enabled or not, in file order.
+    pub points: Vec<Point>,
+}
+
+/// One point of a profile (or a device's inline point), validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Key unique within the device, e.g. `outdoor_temp`.
+    pub key: String,
+    /// Human label.
+    pub label: Option<String>,
+    /// Wire location and decoding.
+    pub spec: PointSpec,
+    /// Engineering unit, e.g. `degC`; empty for none.
+    pub unit: String,
+    /// The device accepts writes here (the agent's own config still decides).
+    pub writable: bool,
+    /// Polled by default.
+    pub enabled: bool,
+    /// The address is not from a source and must be verified on site.
+    pub guessed: bool,
+    /// Suggested gauge range (engineering units).
+    pub display_min: Option<f64>,
+    /// Suggested gauge range (engineering units).
+    pub display_max: Option<f64>,
+    /// An "on" value means an alarm (lamp shown red).
+    pub alarm: bool,
+}
+
+impl Point {
+    /// Analog for numbers, binary for `bool` points.
+    pub fn kind(&self) -> protocol::PointKind {
+        if self.spec.data_type == DataType::Bool {
+            protocol::PointKind::Binary
+        } else {
+            protocol::PointKind::Analog
+        }
+    }
+
+    /// The catalogue entry announced to the server in `Hello`.
+    pub fn info(&self) -> protocol::PointInfo {
+        protocol::PointInfo {
+            key: self.key.clone(),
+            label: self.label.clone(),
+            unit: self.unit.clone(),
+            kind: self.kind(),
+            display_min: self.display_min,
+            display_max: self.display_max,
+            alarm: self.alarm,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // descriptive fields are accepted for fixture compatibility
+struct ProfileFile {
+    format: Option<String>,
+    format_version: Option<u32>,
+    #[serde(default)]
+    profile: Vec<Spanned<RawProfile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // descriptive fields are accepted for fixture compatibility
+struct RawProfile {
+    id: String,
+    label: Option<String>,
+    description: Option<String>,
+    vendor: Option<String>,
+    model: Option<String>,
+    transport: Option<String>,
+    default_unit_id: Option<u8>,
+    default_baud: Option<u32>,
+    default_parity: Option<String>,
+    startup_silence_s: Option<u32>,
+    address_hypothesis: Option<String>,
+    source: Option<String>,
+    #[serde(default)]
+    point: Vec<Spanned<RawPoint>>,
+    #[serde(default)]
+    unresolved: Vec<Unresolved>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Unresolved {
+    name: String,
+    note: Option<String>,
+}
+
+/// A point as written in TOML, before validation. Shared by profile files and
+/// a device's inline `[[device.point]]` entries in the agent config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // descriptive fields are accepted for fixture compatibility
+pub(crate) struct RawPoint {
+    name: String,
+    label: Option<String>,
+    function: Function,
+    address: u16,
+    count: Option<u16>,
+    data_type: DataType,
+    bit: Option<u8>,
+    word_order: Option<WordOrder>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    writable: bool,
+    enabled: Option<bool>,
+    #[serde(default)]
+    guessed: bool,
+    source: Option<String>,
+    display_min: Option<f64>,
+    display_max: Option<f64>,
+    #[serde(default)]
+    alarm: bool,
+    native_id: Option<u32>,
+    confidence: Option<String>,
+    safe_min: Option<f64>,
+    safe_max: Option<f64>,
+}
+
+impl RawPoint {
+    /// Check the point's internal consistency. On failure returns the offending
+    /// field name (relative to the point) and a sentence.
+    pub(crate) fn resolve(self) -> Result<Point, (&'static str, String)> {
+        let width = self.data_type.width();
+        if !self.function.is_register() && self.data_type != DataType::Bool {
+            return Err((
+                "data_type",
+                format!("a {} point must be `bool`", self.function),
+            ));
+        }
+        if let Some(count) = self.count
+            && count != width
+        {
+            {
+                return Err((
+                    "count",
+                    format!("{:?} occupies {width} item(s), not {count}", self.data_type),
+                ));
+            }
+        }
+        let bit = match (self.function.is_register(), self.data_type, self.bit) {
+            (true, DataType::Bool, Some(b)) if b < 16 => Some(b),
+            (true, DataType::Bool, Some(b)) => {
+                return Err(("bit", format!("bit {b} is outside 0..=15")));
+            }
+            (true, DataType::Bool, None) => {
+                return Err((
+                    "bit",
+                    "a bool point in a register needs `bit` (0..=15)".into(),
+                ));
+            }
+            (_, _, Some(_)) => {
+                return Err((
+                    "bit",
+                    "`bit` only applies to bool points in a register".into(),
+                ));
+            }
+            (_, _, None) => None,
+        };
+        if u32::from(self.address) + u32::from(width) > 0x1_0000 {
+            return Err((
+                "address",
+                format!("address {} + {width} runs past 65535", self.address),
+            ));
+        }
+        let scale = self.scale.unwrap_or(1.0);
+        if scale == 0.0 || !scale.is_finite() {
+            return Err((
+                "scale",
+                format!("scale must be a non-zero finite number, got {scale}"),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0.0);
+        if !offset.is_finite() {
+            return Err(("offset", "offset must be finite".into()));
+        }
+        if let (Some(lo), Some(hi)) = (self.display_min, self.display_max)
+            && lo >= hi
+        {
+            {
+                return Err((
+                    "display_max",
+                    format!("display_max {hi} must be above display_min {lo}"),
+                ));
+            }
+        }
+        if self.name.is_empty() {
+            return Err(("name", "a point needs a non-empty name".into()));
+        }
+        Ok(Point {
+            key: self.name,
+            label: self.label,
+            spec: PointSpec {
+                function: self.function,
+                address: RegisterAddress(self.address),
+                data_type: self.data_type,
+                bit,
+                word_order: self.word_order.unwrap_or_default(),
+                scale,
+                offset,
+            },
+            unit: self.unit,
+            writable: self.writable,
+            enabled: self.enabled.unwrap_or(true),
+            guessed: self.guessed,
+            display_min: self.display_min,
+            display_max: self.display_max,
+            alarm: self.alarm,
+        })
+    }
+}
+
+/// Parse every `[[profile]]` of a profile file. `file` names it in errors.
+pub fn parse_profile(file: &str, text: &str) -> Result<Vec<Profile>, ProfileError> {
+    let doc: ProfileFile = tomlfile::parse(file, text)?;
+    let mut out = Vec::new();
+    for (pi, raw) in doc.profile.into_iter().enumerate() {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.id.is_empty() {
+            return Err(TomlFileError::at(
+                file,
+                text,
+                span,
+                format!("profile[{pi}].id"),
+                "a profile needs an id",
+            ));
+        }
+        let mut points: Vec<Point> = Vec::new();
+        for (i, rp) in raw.point.into_iter().enumerate() {
+            let span = rp.span();
+            let key = |field: &str| format!("profile[{pi}].point[{i}].{field}");
+            let point = rp.into_inner().resolve().map_err(|(field, msg)| {
+                TomlFileError::at(file, text, span.clone(), key(field), msg)
+            })?;
+            if points.iter().any(|p| p.key == point.key) {
+                return Err(TomlFileError::at(
+                    file,
+                    text,
+                    span,
+                    key("name"),
+                    format!("duplicate point name `{}`", point.key),
+                ));
+            }
+            points.push(point);
+        }
+        let label = raw.label.or(match (raw.vendor, raw.model) {
+            (Some(v), Some(m)) => Some(format!("{v} {m}")),
+            (v, m) => v.or(m),
+        });
+        out.push(Profile {
+            id: raw.id,
+            label,
+            points,
+        });
+    }
+    if out.is_empty() {
+        return Err(TomlFileError {
+            file: file.to_owned(),
+            line: 0,
+            key: "profile".into(),
+            message: "the file holds no [[profile]]".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eh203() -> Profile {
+        load_builtin("ouman_eh203_modbus200")
+            .expect("built in")
+            .expect("valid")
+    }
+
+    #[test]
+    fn every_builtin_profile_parses() {
+        for id in builtin_profile_ids() {
+            let p = load_builtin(id).unwrap().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.id, id);
+            assert!(!p.points.is_empty());
+        }
+    }
+
+    #[test]
+    fn eh203_enables_exactly_the_dashboard_points() {
+        let enabled: Vec<_> = eh203()
+            .points
+            .into_iter()
+            .filter(|p| p.enabled)
+            .map(|p| (p.key, p.spec.address.0))
+            .collect();
+        let expected = [
+            ("outdoor_temp", 18),
+            ("l1_supply_temp", 20),
+            ("l2_supply_temp", 26),
+            ("dhw_tank_top_temp", 33),
+            ("dhw_tank_bottom_temp", 34),
+            ("hot_gas_temp", 41),
+            ("compressor_running", 45),
+            ("electric_heater_on", 45),
+            ("alarm_a", 45),
+            ("alarm_b", 45),
+        ];
+        let expected: Vec<_> = expected.iter().map(|(k, a)| (k.to_string(), *a)).collect();
+        assert_eq!(enabled, expected);
+    }
+
+    #[test]
+    fn every_eh203_address_is_flagged_as_a_guess() {
+        assert!(eh203().points.iter().all(|p| p.guessed));
+    }
+
+    #[test]
+    fn eh203_lamps_are_binary_and_alarms_are_flagged() {
+        let p = eh203();
+        let get = |k: &str| p.points.iter().find(|p| p.key == k).unwrap().info();
+        assert_eq!(get("compressor_running").kind, protocol::PointKind::Binary);
+        assert!(!get("compressor_running").alarm);
+        assert!(get("alarm_a").alarm && get("alarm_b").alarm);
+        let t = get("outdoor_temp");
+        assert_eq!(
+            (t.kind, t.unit.as_str(), t.display_min, t.display_max),
+            (protocol::PointKind::Analog, "degC", Some(-40.0), Some(40.0))
+        );
+    }
+
+    #[test]
+    fn a_fixture_style_point_with_research_fields_is_accepted() {
+        let text = r#"
+format = "homecontrol-register-map"
+format_version = 0
+[[profile]]
+id = "x"
+vendor = "Ouman"
+model = "EH-203"
+[[profile.point]]
+name = "l1_room_setpoint"
+function = "holding"
+address = 13
+count = 1
+data_type = "i16"
+scale = 0.01
+unit = "degC"
+writable = true
+safe_min = 15.0
+safe_max = 25.0
+native_id = 13
+confidence = "guess"
+guessed = true
+enabled = false
+source = "x"
+[[profile.unresolved]]
+name = "alarm_status"
+note = "none"
+"#;
+        let p = parse_profile("t.toml", text).unwrap();
+        assert_eq!(p[0].label.as_deref(), Some("Ouman EH-203"));
+        assert!(!p[0].points[0].enabled);
+    }
+
+    #[test]
+    fn a_misspelt_point_field_is_refused_with_its_line() {
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"holding\"\naddress = 1\ndata_type = \"u16\"\nscael = 0.1\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].scael");
+        assert!(err.message.contains("scael"), "{err}");
+        assert!(err.line >= 3, "{err}");
+    }
+
+    #[test]
+    fn a_bool_register_point_without_bit_is_refused() {
+        let text = "[[profile]]\nid = \"x\"\n\n[[profile.point]]\nname = \"a\"\nfunction = \"holding\"\naddress = 1\ndata_type = \"bool\"\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].bit");
+        assert_eq!(err.line, 4, "{err}");
+    }
+
+    #[test]
+    fn a_coil_point_must_be_bool() {
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"coil\"\naddress = 1\ndata_type = \"i16\"\n";
+        assert_eq!(
+            parse_profile("t.toml", text).unwrap_err().key,
+            "profile[0].point[0].data_type"
+        );
+    }
+
+    #[test]
+    fn a_count_that_disagrees_with_the_data_type_is_refused() {
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"input\"\naddress = 1\ncount = 1\ndata_type = \"f32\"\n";
+        assert_eq!(
+            parse_profile("t.toml", text).unwrap_err().key,
+            "profile[0].point[0].count"
+        );
+    }
+
+    #[test]
+    fn duplicate_point_names_are_refused() {
+        let pt = "[[profile.point]]\nname = \"a\"\nfunction = \"input\"\naddress = 1\ndata_type = \"u16\"\n";
+        let text = format!("[[profile]]\nid = \"x\"\n{pt}{pt}");
+        assert!(
+            parse_profile("t.toml", &text)
+                .unwrap_err()
+                .message
+                .contains("duplicate")
+        );
+    }
+
+    #[test]
+    fn pick_by_id_names_the_available_profiles_when_missing() {
+        let text = "[[profile]]\nid = \"a\"\n[[profile]]\nid = \"b\"\n";
+        let ps = parse_profile("t.toml", text).unwrap();
+        let err = pick("t.toml", ps.clone(), Some("c")).unwrap_err();
+        assert!(err.message.contains("a, b"), "{err}");
+        assert!(pick("t.toml", ps.clone(), None).is_err());
+        assert_eq!(pick("t.toml", ps, Some("b")).unwrap().id, "b");
+    }
+}
