@@ -1,1 +1,3 @@
 //! Homecontrol server (placeholder).
+
+pub mod views;
