@@ -133,7 +133,7 @@ impl DashboardPage {
     }
 }
 
-/// One analogue point drawn as a 270° arc gauge.
+/// One analogue point drawn as a 240° arc gauge.
 pub struct GaugeView {
     pub point_id: String,
     pub label: String,
@@ -150,8 +150,10 @@ pub struct GaugeView {
 
 /// Length of the gauge arc in SVG `pathLength` units (see `dashboard.html`).
 const ARC_LENGTH: f64 = 100.0;
-/// Half of the gauge sweep in degrees: the arc runs from -135° to +135°.
-const HALF_SWEEP_DEG: f64 = 135.0;
+/// Half of the gauge sweep in degrees: the arc runs from -120° to +120° (0° =
+/// top). 240° rather than 270° keeps the dial short, so the numerals can be
+/// larger on a landscape tablet. Must match `HALF_SWEEP_DEG` in dashboard.js.
+const HALF_SWEEP_DEG: f64 = 120.0;
 
 impl GaugeView {
     /// Position of the value on the scale, clamped to `0.0..=1.0` (0 when unknown).
@@ -658,7 +660,7 @@ mod tests {
             decimals: 0,
         };
         assert_eq!(g.arc_dash(), "25.00 100");
-        assert_eq!(g.needle_deg(), "-67.50");
+        assert_eq!(g.needle_deg(), "-60.00");
         g.value = Some(-10.0);
         assert_eq!(g.arc_dash(), "0.00 100");
         g.value = Some(-0.04);

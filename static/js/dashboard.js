@@ -2,7 +2,7 @@
 //
 // Contract with the server (see server/src/views.rs and the live route):
 //   root  #dashboard[data-live-url]  WebSocket path, e.g. "/sites/<id>/live"
-//   gauge [data-point-id][data-min][data-max][data-decimals] .value .dial-arc .dial-needle
+//   gauge [data-point-id][data-min][data-max][data-decimals] .value .sr-value .dial-arc .dial-needle
 //   lamp  [data-point-id][data-state=on|off|unknown]
 //   messages (JSON text):
 //     {"type":"snapshot","agent_online":true,"last_reading_at":"…Z","values":[{point_id,value,ts,quality}]}
@@ -14,7 +14,7 @@
 const STALE_AFTER_MS = 60_000;
 const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 15_000;
-const HALF_SWEEP_DEG = 135;
+const HALF_SWEEP_DEG = 120; // must match views.rs
 const DASH = "—";
 
 const root = document.getElementById("dashboard");
@@ -61,12 +61,14 @@ function start(root) {
 
   function setGauge(el, value, quality) {
     const valueEl = el.querySelector(".value");
+    const srEl = el.querySelector(".sr-value"); // the dial SVG is hidden from screen readers
     const known = quality !== "comm_error" && typeof value === "number" && Number.isFinite(value);
     el.classList.toggle("is-error", quality === "comm_error");
     el.classList.toggle("is-stale", quality === "stale");
     el.classList.toggle("is-unknown", !known);
     if (!known) {
       valueEl.textContent = DASH;
+      if (srEl) srEl.textContent = DASH;
       el.dataset.value = "";
       return;
     }
@@ -74,7 +76,10 @@ function start(root) {
     const max = Number(el.dataset.max);
     const decimals = Math.min(Math.max(Number(el.dataset.decimals) || 0, 0), 6);
     const fraction = max > min ? Math.min(Math.max((value - min) / (max - min), 0), 1) : 0;
-    valueEl.textContent = formatNumber(value, decimals);
+    const shown = formatNumber(value, decimals);
+    // Only write when the text changes, so assistive tech is not flooded.
+    if (valueEl.textContent !== shown) valueEl.textContent = shown;
+    if (srEl && srEl.textContent !== shown) srEl.textContent = shown;
     el.dataset.value = String(value);
     // SVG presentation attributes, not style attributes: allowed by the CSP.
     el.querySelector(".dial-arc")?.setAttribute("stroke-dasharray", `${(fraction * 100).toFixed(2)} 100`);
