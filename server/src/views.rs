@@ -25,6 +25,7 @@ use askama::Template;
 use sha2::{Digest, Sha256};
 
 /// Everything the shared page frame (`templates/base.html`) needs.
+#[derive(Clone)]
 pub struct Chrome {
     /// The logged-in user; `None` renders the header without name and logout.
     pub user: Option<UserView>,
@@ -55,6 +56,7 @@ impl Chrome {
 }
 
 /// The logged-in user as shown in the header.
+#[derive(Clone)]
 pub struct UserView {
     pub display_name: String,
     pub email: String,
@@ -86,6 +88,7 @@ pub struct SitesPage {
 }
 
 /// One site on [`SitesPage`].
+#[derive(Clone)]
 pub struct SiteCard {
     pub id: String,
     pub name: String,
@@ -134,6 +137,7 @@ impl DashboardPage {
 }
 
 /// One analogue point drawn as a 240° arc gauge.
+#[derive(Clone)]
 pub struct GaugeView {
     pub point_id: String,
     pub label: String,
@@ -206,6 +210,7 @@ impl GaugeView {
 }
 
 /// One binary point drawn as a round status lamp.
+#[derive(Clone)]
 pub struct LampView {
     pub point_id: String,
     pub label: String,
