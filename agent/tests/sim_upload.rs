@@ -247,3 +247,45 @@ async fn a_wrong_secret_is_refused_by_the_server_and_never_logged_in_the_hello()
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_taken_while_the_server_is_down_are_delivered_when_it_comes_back() {
+    let sim = sim();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server_task = sim.serve_tcp(listener);
+    let mut server = FakeServer::start().await;
+    server
+        .accepting
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = time::OffsetDateTime::now_utc();
+    let (stop, handle) = spawn_agent(&agent_toml(
+        &server.url,
+        &format!("kind = \"tcp\"\naddress = \"{addr}\""),
+        200,
+    ));
+
+    // Let the agent poll for a while with no uplink (it retries with back-off meanwhile).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server
+        .accepting
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    assert!(
+        server.seen.try_recv().is_err(),
+        "nothing got through while the server was down"
+    );
+    let first = server
+        .next_matching("the first batch after the server came back", readings_of)
+        .await;
+    let oldest = first.3.iter().map(|r| r.ts).min().unwrap();
+    assert!(
+        oldest - started < time::Duration::milliseconds(700),
+        "the oldest reading ({oldest}) dates from the outage, not from the reconnect"
+    );
+    stop.cancel();
+    common::within("the agent to stop", handle)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -62,6 +62,8 @@ pub struct FakeServer {
     pub url: String,
     pub seen: mpsc::UnboundedReceiver<Seen>,
     pub acking: Arc<AtomicBool>,
+    /// While false, upgrades are refused with 503 (server "down").
+    pub accepting: Arc<AtomicBool>,
     pub last_acked: Arc<Mutex<Option<u64>>>,
     pub rejected_auth: Arc<Mutex<Vec<String>>>,
     drop_now: Arc<Mutex<CancellationToken>>,
@@ -73,6 +75,7 @@ impl FakeServer {
         let url = format!("ws://{}/agent/v1/ws", listener.local_addr().unwrap());
         let (tx, seen) = mpsc::unbounded_channel();
         let acking = Arc::new(AtomicBool::new(true));
+        let accepting = Arc::new(AtomicBool::new(true));
         let last_acked = Arc::new(Mutex::new(None));
         let rejected_auth = Arc::new(Mutex::new(Vec::new()));
         let drop_now = Arc::new(Mutex::new(CancellationToken::new()));
@@ -82,10 +85,15 @@ impl FakeServer {
             rejected_auth.clone(),
             drop_now.clone(),
         );
+        let up = accepting.clone();
         tokio::spawn(async move {
             let mut conn = 0;
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                if !up.load(Ordering::SeqCst) {
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
                 conn += 1;
                 tokio::spawn(serve_conn(
                     conn,
@@ -102,6 +110,7 @@ impl FakeServer {
             url,
             seen,
             acking,
+            accepting,
             last_acked,
             rejected_auth,
             drop_now,
@@ -132,6 +141,16 @@ impl FakeServer {
         })
         .await
     }
+}
+
+/// Answer the upgrade with 503, as a server in maintenance would.
+async fn refuse(stream: tokio::net::TcpStream) {
+    let reject = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
+        let mut e = ErrorResponse::new(Some("down".into()));
+        *e.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        Err(e)
+    };
+    let _ = tokio_tungstenite::accept_hdr_async(stream, reject).await;
 }
 
 async fn serve_conn(
