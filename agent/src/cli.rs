@@ -56,10 +56,9 @@ pub enum SimDevice {
 
 /// Options of `simulate eh203`.
 #[derive(Debug, Args)]
-#[group(id = "transport", required = true, multiple = false, args = ["tcp", "serial"])]
 pub struct SimArgs {
     /// Serve Modbus TCP on this address, e.g. 127.0.0.1:5020 (port 0 picks one).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
     pub tcp: Option<String>,
     /// Serve Modbus RTU on this serial port (8N1).
     #[arg(long)]

@@ -1,14 +1,28 @@
 //! `agent`: the Homecontrol site agent binary. See `agent --help`.
 
-use anyhow::Context as _;
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = agent::cli::Cli::parse();
     agent::telemetry::init("info", std::io::stderr);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(agent::cli::run(cli))
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; config errors already name file, line and key.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -305,9 +305,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_missing_serial_port_is_a_connect_error_then_waits_before_retrying() {
-        let bus = BusConfig {
+    fn missing_port_bus() -> BusConfig {
+        BusConfig {
             name: "rs485".into(),
             transport: Transport::Rtu(SerialSettings {
                 path: "/nonexistent/ttyUSB9".into(),
@@ -318,7 +317,40 @@ mod tests {
             }),
             timeout: Duration::from_millis(100),
             max_gap: 0,
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_attempts_back_off_from_half_a_second_to_thirty() {
+        let mut c = ModbusClient::new(&missing_port_bus());
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            assert!(matches!(
+                c.read_holding_registers(1, 0, 1).await,
+                Err(TransportError::Connect { .. })
+            ));
+            let Err(TransportError::Reconnecting { retry_in, .. }) =
+                c.read_holding_registers(1, 0, 1).await
+            else {
+                panic!("expected to wait before reconnecting")
+            };
+            waits.push(retry_in);
+            tokio::time::advance(retry_in).await;
+        }
+        let ceilings = [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000];
+        for (w, c) in waits.iter().zip(ceilings) {
+            let c = Duration::from_millis(c);
+            assert!(
+                *w >= c / 2 && *w <= c,
+                "{w:?} not within [{:?}, {c:?}]",
+                c / 2
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_serial_port_is_a_connect_error_then_waits_before_retrying() {
+        let bus = missing_port_bus();
         let mut c = ModbusClient::new(&bus);
         assert!(matches!(
             c.read_holding_registers(1, 0, 1).await,
