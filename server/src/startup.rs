@@ -56,7 +56,7 @@ impl Application {
             sessions: SessionKeys::new(&settings.auth),
             throttle: Arc::new(LoginThrottle::default()),
             hub: Hub::default(),
-            assets: Arc::new(AssetTable::build()),
+            assets: Arc::new(AssetTable::embedded()),
             settings: Arc::new(settings),
         };
         let server = run(listener, state.clone())?;
