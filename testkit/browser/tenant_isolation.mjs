@@ -108,7 +108,10 @@ async function main() {
 
   // Any WebSocket the page opens while showing the foreign site is a leak if it delivers data.
   const sockets = [];
+  // Only sockets to the foreign site count: the user's own dashboard (where the
+  // login redirect lands) may still be connecting while we navigate away.
   page.on("websocket", (ws) => {
+    if (!new URL(ws.url()).pathname.startsWith(foreignPath)) return;
     const entry = { url: ws.url(), frames: 0 };
     sockets.push(entry);
     ws.on("framereceived", () => {

@@ -1,0 +1,393 @@
+//! The whole system on one machine: database, server, simulated heat pump and
+//! agent, each on a random port, all real code.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use server::{
+    config::Settings,
+    domain::{AgentId, Role, SiteRef},
+    services::admin,
+    startup::Application,
+    state::AppState,
+    store,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::TestDb;
+
+/// A running server.
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The bound port.
+    pub port: u16,
+    /// Its state (database, hub).
+    pub state: AppState,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Build and start the real application on a random port.
+    pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        crate::init_logs();
+        let app = Application::build(Settings::for_database(database_url)).await?;
+        let port = app.port();
+        let state = app.state().clone();
+        let task = tokio::spawn(app.run_until_stopped());
+        let server = TestServer {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            state,
+            task,
+        };
+        let client = reqwest::Client::new();
+        let url = server.url("/health");
+        crate::eventually(
+            Duration::from_secs(20),
+            "the server to answer /health",
+            || {
+                let client = client.clone();
+                let url = url.clone();
+                async move {
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                }
+            },
+        )
+        .await?;
+        Ok(server)
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// WebSocket URL of the agent link.
+    pub fn agent_ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/agent/v1/ws", self.port)
+    }
+
+    /// Stop serving (new connections are refused).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Credentials of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentCreds {
+    /// Id.
+    pub id: AgentId,
+    /// Secret.
+    pub secret: String,
+}
+
+/// A running agent; stopped when dropped.
+pub struct RunningAgent {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningAgent {
+    /// Start the real agent polling `sim_addr` (Modbus TCP, EH-203 profile)
+    /// and streaming to `server`.
+    pub fn start(
+        server_ws_url: &str,
+        creds: &AgentCreds,
+        sim_addr: SocketAddr,
+        poll: Duration,
+    ) -> anyhow::Result<Self> {
+        let text = format!(
+            r#"
+[server]
+url = "{server_ws_url}"
+agent_id = "{id}"
+secret = "{secret}"
+
+[[bus]]
+name = "lan"
+kind = "tcp"
+address = "{sim_addr}"
+timeout_ms = 1000
+
+[[device]]
+key = "heatpump"
+label = "Heat pump"
+bus = "lan"
+unit_id = 1
+profile = "ouman_eh203_modbus200"
+poll_interval_ms = {poll_ms}
+"#,
+            id = creds.id,
+            secret = creds.secret,
+            poll_ms = poll.as_millis(),
+        );
+        let cfg = agent::config::AgentConfig::from_toml(
+            "test-agent.toml",
+            &text,
+            std::path::Path::new("."),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let session = agent::uplink::session::SessionConfig {
+            batch_window: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let task = tokio::spawn(
+            agent::Agent::build(cfg)
+                .with_session_config(session)
+                .run_until_stopped(async move { stop.cancelled().await }),
+        );
+        Ok(RunningAgent {
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// Stop the agent and wait for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        match self.task.take() {
+            Some(task) => task.await.context("agent task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A login to print or use.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// E-mail.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Database + server + simulated EH-203 + agent, with the demo organisation's
+/// people, plus a second organisation with its own house for isolation tests.
+pub struct Stack {
+    /// The database (dropped by [`Stack::cleanup`]).
+    pub db: Option<TestDb>,
+    /// The server.
+    pub server: TestServer,
+    /// The simulated heat pump.
+    pub sim: agent::sim::Eh203Sim,
+    /// Its Modbus TCP address.
+    pub sim_addr: SocketAddr,
+    /// The demo house.
+    pub site: SiteRef,
+    /// The other organisation's house (no agent).
+    pub foreign_site: SiteRef,
+    /// Demo homeowner.
+    pub homeowner: Login,
+    /// Demo service technician.
+    pub technician: Login,
+    /// Homeowner of the foreign house.
+    pub foreign_homeowner: Login,
+    /// The demo agent's credentials.
+    pub agent_creds: AgentCreds,
+    /// The running agent, if started.
+    pub agent: Option<RunningAgent>,
+}
+
+impl Stack {
+    /// Everything running, agent polling every 300 ms and the simulator ticking every 200 ms.
+    pub async fn start() -> anyhow::Result<Self> {
+        let db = TestDb::new().await?;
+        let server = TestServer::start(&db.url).await?;
+        let conn = &server.state.db;
+        let seed = admin::seed_demo(conn).await?;
+        let (agent_id, secret) = admin::create_agent(conn, seed.site.site_id, "test agent").await?;
+        let login = |role: Role| {
+            seed.logins
+                .iter()
+                .find(|l| l.role == role)
+                .map(|l| Login {
+                    email: l.email.clone(),
+                    password: l.password.clone(),
+                })
+                .context("seed_demo creates this role")
+        };
+        let other_org = store::people::create_organisation(conn, "Other Company Oy").await?;
+        let foreign_site =
+            store::people::create_site(conn, other_org.id, "Neighbour's house", "Europe/Helsinki")
+                .await?;
+        let foreign_homeowner = Login {
+            email: "neighbour@example.test".into(),
+            password: "neighbour-pass".into(),
+        };
+        admin::create_user(
+            conn,
+            &foreign_homeowner.email,
+            "Neighbour",
+            &foreign_homeowner.password,
+        )
+        .await?;
+        admin::add_member(
+            conn,
+            other_org.id,
+            &foreign_homeowner.email,
+            Role::Homeowner,
+            Some(foreign_site.site_id),
+        )
+        .await?;
+
+        let sim = agent::sim::Eh203Sim::new(agent::sim::SimOptions {
+            tick: Duration::from_millis(200),
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_addr = listener.local_addr()?;
+        let _ = sim.serve_tcp(listener);
+        let agent_creds = AgentCreds {
+            id: agent_id,
+            secret,
+        };
+        let agent = RunningAgent::start(
+            &server.agent_ws_url(),
+            &agent_creds,
+            sim_addr,
+            Duration::from_millis(300),
+        )?;
+        Ok(Stack {
+            db: Some(db),
+            site: seed.site,
+            foreign_site,
+            homeowner: login(Role::Homeowner)?,
+            technician: login(Role::Technician)?,
+            foreign_homeowner,
+            sim,
+            sim_addr,
+            agent_creds,
+            agent: Some(agent),
+            server,
+        })
+    }
+
+    /// Absolute URL of a path on the server.
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    /// Path of the demo house's dashboard.
+    pub fn site_path(&self) -> String {
+        format!("/sites/{}", self.site.site_id)
+    }
+
+    /// Path of the foreign house's dashboard.
+    pub fn foreign_site_path(&self) -> String {
+        format!("/sites/{}", self.foreign_site.site_id)
+    }
+
+    /// A cookie-keeping HTTP client logged in as `login`.
+    pub async fn login(&self, login: &Login) -> anyhow::Result<UserSession> {
+        login_client(&self.server, &login.email, &login.password).await
+    }
+
+    /// Logged in as the demo homeowner.
+    pub async fn login_homeowner(&self) -> anyhow::Result<UserSession> {
+        self.login(&self.homeowner).await
+    }
+
+    /// Stop the agent, then drop the database.
+    pub async fn cleanup(mut self) -> anyhow::Result<()> {
+        if let Some(a) = self.agent.take() {
+            a.stop().await?;
+        }
+        self.server.stop();
+        if let Some(db) = self.db.take() {
+            db.cleanup().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A logged-in HTTP client and its session cookie (for WebSocket upgrades).
+#[derive(Debug, Clone)]
+pub struct UserSession {
+    /// Keeps cookies, does not follow redirects.
+    pub client: reqwest::Client,
+    /// `hc_session=…`, ready for a `Cookie` header.
+    pub cookie: String,
+}
+
+impl std::ops::Deref for UserSession {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// Log in through the real form (GET for the CSRF token, then POST).
+pub async fn login_client(
+    server: &TestServer,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<UserSession> {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = client
+        .get(server.url("/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let token = csrf_token(&page).context("the login page has a csrf_token field")?;
+    let res = client
+        .post(server.url("/login"))
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", &token),
+            ("next", "/"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        res.status() == reqwest::StatusCode::SEE_OTHER,
+        "login as {email} failed: {}",
+        res.status()
+    );
+    let cookie = res
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("hc_session="))
+        .and_then(|v| v.split(';').next())
+        .context("login sets the session cookie")?
+        .to_owned();
+    Ok(UserSession { client, cookie })
+}
+
+/// The value of the hidden `csrf_token` input of a page.
+pub fn csrf_token(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf_token\"")?;
+    let tag_start = html[..at].rfind('<')?;
+    let tag_end = at + html[at..].find('>')?;
+    let tag = &html[tag_start..tag_end];
+    let v = tag.find("value=\"")? + 7;
+    let rest = &tag[v..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
