@@ -207,6 +207,7 @@ pub struct Stack {
     pub agent_creds: AgentCreds,
     /// The running agent, if started.
     pub agent: Option<RunningAgent>,
+    sim_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Stack {
@@ -257,7 +258,7 @@ impl Stack {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sim_addr = listener.local_addr()?;
-        let _ = sim.serve_tcp(listener);
+        let sim_task = sim.serve_tcp(listener);
         let agent_creds = AgentCreds {
             id: agent_id,
             secret,
@@ -279,6 +280,7 @@ impl Stack {
             sim_addr,
             agent_creds,
             agent: Some(agent),
+            sim_task,
             server,
         })
     }
@@ -314,6 +316,7 @@ impl Stack {
             a.stop().await?;
         }
         self.server.stop();
+        self.sim_task.abort();
         if let Some(db) = self.db.take() {
             db.cleanup().await?;
         }
