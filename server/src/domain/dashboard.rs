@@ -92,6 +92,22 @@ pub fn layout(points: &[PointMeta]) -> (Vec<Gauge>, Vec<Lamp>) {
     (gauges, lamps)
 }
 
+/// The part of a bilingual profile label for `lang`.
+///
+/// Profiles label points as `"Finnish / English"` (the field's language
+/// conventions of Finnish heat-pump documentation); a label without ` / ` is
+/// shown as it is. Finnish viewers get the first half, everyone else the second.
+pub fn localized_label<'a>(label: &'a str, lang: &str) -> &'a str {
+    match label.split_once(" / ") {
+        Some((fi, en)) => {
+            let pick = if lang == "fi" { fi } else { en };
+            let pick = pick.trim();
+            if pick.is_empty() { label } else { pick }
+        }
+        None => label,
+    }
+}
+
 fn default_range(unit: &str) -> (f64, f64) {
     match unit {
         "degC" | "°C" => (-20.0, 100.0),
@@ -137,6 +153,20 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(g[0].label, "outdoor temp");
         assert_eq!(g[0].unit, "°C");
+    }
+
+    #[test]
+    fn a_bilingual_label_shows_the_viewers_language() {
+        assert_eq!(
+            localized_label("M1 Ulkolämpötila / outdoor temperature", "fi"),
+            "M1 Ulkolämpötila"
+        );
+        assert_eq!(
+            localized_label("M1 Ulkolämpötila / outdoor temperature", "en"),
+            "outdoor temperature"
+        );
+        assert_eq!(localized_label("Heat pump", "fi"), "Heat pump");
+        assert_eq!(localized_label(" / ", "fi"), " / ");
     }
 
     #[test]

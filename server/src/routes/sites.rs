@@ -21,6 +21,14 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
         .ok()
 }
 
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// `GET /`: a person with one site goes straight to it (a wall tablet, a
 /// homeowner); others get the list.
 pub async fn home(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -77,6 +85,8 @@ pub async fn site_dashboard_page(
         .collect();
     let (gauges, lamps) = dashboard::layout(&points);
     let (chrome, cookie) = chrome(&req, &state, Some(&user));
+    let lang = chrome.lang.clone();
+    let label = |l: &str| capitalise(dashboard::localized_label(l, &lang));
     let page = DashboardPage {
         chrome,
         site_id: site_id.to_string(),
@@ -87,7 +97,7 @@ pub async fn site_dashboard_page(
             .map(|g| GaugeView {
                 point_id: g.point_id.to_string(),
                 value: latest.get(&g.point_id.0).copied(),
-                label: g.label,
+                label: label(&g.label),
                 unit: g.unit,
                 min: g.min,
                 max: g.max,
@@ -99,7 +109,7 @@ pub async fn site_dashboard_page(
             .map(|l| LampView {
                 point_id: l.point_id.to_string(),
                 on: latest.get(&l.point_id.0).map(|v| *v >= 0.5),
-                label: l.label,
+                label: label(&l.label),
                 alarm: l.alarm,
             })
             .collect(),
