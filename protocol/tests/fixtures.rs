@@ -1,0 +1,152 @@
+//! Protocol contract: each fixture is what the wire carries. serialize(example)
+//! must equal the fixture and parse(fixture) must equal the example. A changed
+//! fixture is a protocol change: bump `PROTOCOL_VERSION` or make the field
+//! additive (`Option` / `#[serde(default)]`).
+
+use protocol::*;
+use time::macros::datetime;
+use uuid::uuid;
+
+fn check_agent(name: &str, example: AgentToServer) {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let fixture = std::fs::read_to_string(&path).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&fixture).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&example.to_json().unwrap()).unwrap();
+    assert_eq!(got, want, "serialised {name} differs from {path}");
+    assert_eq!(
+        AgentToServer::from_json(&fixture).unwrap(),
+        example,
+        "parsed {name}"
+    );
+}
+
+fn check_server(name: &str, example: ServerToAgent) {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let fixture = std::fs::read_to_string(&path).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&fixture).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&example.to_json().unwrap()).unwrap();
+    assert_eq!(got, want, "serialised {name} differs from {path}");
+    assert_eq!(
+        ServerToAgent::from_json(&fixture).unwrap(),
+        example,
+        "parsed {name}"
+    );
+}
+
+const AGENT: uuid::Uuid = uuid!("01a1fee0-0000-7000-8000-000000000001");
+const SITE: uuid::Uuid = uuid!("01a1fee0-0000-7000-8000-0000000000a1");
+
+#[test]
+fn hello_matches_its_fixture() {
+    check_agent(
+        "hello",
+        AgentToServer::Hello(Hello {
+            agent_id: AGENT,
+            version: 1,
+            capabilities: vec!["readings".into(), "device_status".into()],
+            software: Some("homecontrol-agent 0.1.0".into()),
+            devices: vec![DeviceInfo {
+                key: "heatpump".into(),
+                label: Some("Lämpöpumppu".into()),
+                profile: Some("ouman_eh203_modbus200".into()),
+                points: vec![
+                    PointInfo {
+                        key: "outdoor_temp".into(),
+                        label: Some("M1 Ulkolämpötila / outdoor temperature".into()),
+                        unit: "degC".into(),
+                        kind: PointKind::Analog,
+                        display_min: Some(-40.0),
+                        display_max: Some(40.0),
+                        alarm: false,
+                    },
+                    PointInfo {
+                        key: "alarm_a".into(),
+                        label: Some("Hälytys A / alarm A".into()),
+                        unit: String::new(),
+                        kind: PointKind::Binary,
+                        display_min: None,
+                        display_max: None,
+                        alarm: true,
+                    },
+                ],
+            }],
+        }),
+    );
+}
+
+#[test]
+fn readings_batch_matches_its_fixture() {
+    check_agent(
+        "readings",
+        AgentToServer::Readings(ReadingsBatch {
+            seq: 1_764_000_000_042,
+            readings: vec![
+                Reading {
+                    device: "heatpump".into(),
+                    point: "outdoor_temp".into(),
+                    ts: datetime!(2026-11-21 12:00:01.250 UTC),
+                    value: -7.13,
+                    unit: "degC".into(),
+                    quality: Quality::Good,
+                },
+                Reading {
+                    device: "heatpump".into(),
+                    point: "alarm_a".into(),
+                    ts: datetime!(2026-11-21 12:00:01.250 UTC),
+                    value: 0.0,
+                    unit: String::new(),
+                    quality: Quality::CommError,
+                },
+            ],
+        }),
+    );
+}
+
+#[test]
+fn device_status_matches_its_fixture() {
+    check_agent(
+        "device_status",
+        AgentToServer::DeviceStatus(DeviceStatus {
+            device: "heatpump".into(),
+            online: false,
+            last_ok: Some(datetime!(2026-11-21 11:59:55 UTC)),
+            last_error: Some("timeout after 1000 ms".into()),
+            consecutive_failures: 3,
+        }),
+    );
+}
+
+#[test]
+fn welcome_ack_and_error_match_their_fixtures() {
+    check_server(
+        "welcome",
+        ServerToAgent::Welcome(Welcome {
+            version: 1,
+            site_id: SITE,
+            last_acked_seq: Some(1_764_000_000_041),
+        }),
+    );
+    check_server(
+        "ack",
+        ServerToAgent::Ack(Ack {
+            seq: 1_764_000_000_042,
+        }),
+    );
+    check_server(
+        "error",
+        ServerToAgent::Error(ErrorReply {
+            code: ErrorCode::TemporarilyUnavailable,
+            message: "not stored; send again later".into(),
+            seq: Some(1_764_000_000_042),
+        }),
+    );
+}
+
+#[test]
+fn an_older_hello_without_optional_fields_still_parses() {
+    let old = r#"{"type":"hello","agent_id":"01a1fee0-0000-7000-8000-000000000001","version":1}"#;
+    let AgentToServer::Hello(h) = AgentToServer::from_json(old).unwrap() else {
+        panic!("hello")
+    };
+    assert!(h.devices.is_empty() && h.capabilities.is_empty() && h.software.is_none());
+}
