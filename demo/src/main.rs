@@ -90,31 +90,14 @@ async fn main() -> anyhow::Result<()> {
     let port = app.port();
     let server_task = tokio::spawn(app.run_until_stopped());
 
-    let agent_toml = format!(
-        r#"
-[server]
-url = "ws://127.0.0.1:{port}/agent/v1/ws"
-agent_id = "{agent_id}"
-secret = "{agent_secret}"
-
-[[bus]]
-name = "lan"
-kind = "tcp"
-address = "{sim_addr}"
-timeout_ms = 1000
-
-[[device]]
-key = "heatpump"
-label = "Lämpöässä heat pump (EH-203)"
-bus = "lan"
-unit_id = 1
-profile = "ouman_eh203_modbus200"
-poll_interval_ms = {poll}
-"#,
-        poll = args.poll_ms.max(200),
-    );
-    let cfg = agent::config::AgentConfig::from_toml("demo agent.toml", &agent_toml, &args.data_dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = agent::sim::agent_config_for(
+        &format!("ws://127.0.0.1:{port}/agent/v1/ws"),
+        agent_id,
+        &agent_secret,
+        sim_addr,
+        std::time::Duration::from_millis(args.poll_ms.max(200)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agent_task = tokio::spawn(agent::Agent::build(cfg).run_until_stopped(async {
         let _ = tokio::signal::ctrl_c().await;
     }));

@@ -7,29 +7,34 @@ use protocol::*;
 use time::macros::datetime;
 use uuid::uuid;
 
-fn check_agent(name: &str, example: AgentToServer) {
+fn check<T>(name: &str, example: T, to_json: fn(&T) -> String, from_json: fn(&str) -> T)
+where
+    T: PartialEq + std::fmt::Debug,
+{
     let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let fixture = std::fs::read_to_string(&path).unwrap();
-    let want: serde_json::Value = serde_json::from_str(&fixture).unwrap();
-    let got: serde_json::Value = serde_json::from_str(&example.to_json().unwrap()).unwrap();
+    let fixture = std::fs::read_to_string(&path).expect("fixture file exists");
+    let want: serde_json::Value = serde_json::from_str(&fixture).expect("fixture is JSON");
+    let got: serde_json::Value =
+        serde_json::from_str(&to_json(&example)).expect("our output is JSON");
     assert_eq!(got, want, "serialised {name} differs from {path}");
-    assert_eq!(
-        AgentToServer::from_json(&fixture).unwrap(),
+    assert_eq!(from_json(&fixture), example, "parsed {name}");
+}
+
+fn check_agent(name: &str, example: AgentToServer) {
+    check(
+        name,
         example,
-        "parsed {name}"
+        |m| m.to_json().expect("serialises"),
+        |t| AgentToServer::from_json(t).expect("fixture parses"),
     );
 }
 
 fn check_server(name: &str, example: ServerToAgent) {
-    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let fixture = std::fs::read_to_string(&path).unwrap();
-    let want: serde_json::Value = serde_json::from_str(&fixture).unwrap();
-    let got: serde_json::Value = serde_json::from_str(&example.to_json().unwrap()).unwrap();
-    assert_eq!(got, want, "serialised {name} differs from {path}");
-    assert_eq!(
-        ServerToAgent::from_json(&fixture).unwrap(),
+    check(
+        name,
         example,
-        "parsed {name}"
+        |m| m.to_json().expect("serialises"),
+        |t| ServerToAgent::from_json(t).expect("fixture parses"),
     );
 }
 

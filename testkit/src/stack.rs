@@ -109,37 +109,9 @@ impl RunningAgent {
         sim_addr: SocketAddr,
         poll: Duration,
     ) -> anyhow::Result<Self> {
-        let text = format!(
-            r#"
-[server]
-url = "{server_ws_url}"
-agent_id = "{id}"
-secret = "{secret}"
-
-[[bus]]
-name = "lan"
-kind = "tcp"
-address = "{sim_addr}"
-timeout_ms = 1000
-
-[[device]]
-key = "heatpump"
-label = "Heat pump"
-bus = "lan"
-unit_id = 1
-profile = "ouman_eh203_modbus200"
-poll_interval_ms = {poll_ms}
-"#,
-            id = creds.id,
-            secret = creds.secret,
-            poll_ms = poll.as_millis(),
-        );
-        let cfg = agent::config::AgentConfig::from_toml(
-            "test-agent.toml",
-            &text,
-            std::path::Path::new("."),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg =
+            agent::sim::agent_config_for(server_ws_url, creds.id.0, &creds.secret, sim_addr, poll)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let session = agent::uplink::session::SessionConfig {
             batch_window: Duration::from_millis(100),
             ..Default::default()
@@ -308,6 +280,20 @@ impl Stack {
     /// Logged in as the demo homeowner.
     pub async fn login_homeowner(&self) -> anyhow::Result<UserSession> {
         self.login(&self.homeowner).await
+    }
+
+    /// The demo house's live feed, opened as `user` would from the dashboard.
+    pub async fn open_live_feed(
+        &self,
+        user: &UserSession,
+    ) -> anyhow::Result<crate::live::LiveFeed> {
+        crate::live::LiveFeed::open(
+            self.server.port,
+            &format!("{}/live", self.site_path()),
+            &user.cookie,
+        )
+        .await?
+        .map_err(|r| anyhow::anyhow!("the live feed was refused with HTTP {}", r.0))
     }
 
     /// Stop the agent, then drop the database.

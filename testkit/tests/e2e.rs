@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use server::store::{catalogue, readings};
-use testkit::{Stack, browser, eventually, live::LiveFeed, stack::RunningAgent};
+use testkit::{Stack, browser, eventually, stack::RunningAgent};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -36,13 +36,7 @@ async fn readings_from_the_simulated_heat_pump_are_stored_and_reach_a_subscribed
     let html = page.text().await?;
     assert!(html.contains("data-live-url"), "dashboard markup");
 
-    let mut feed = LiveFeed::open(
-        stack.server.port,
-        &format!("{}/live", stack.site_path()),
-        &user.cookie,
-    )
-    .await?
-    .map_err(|r| anyhow::anyhow!("live feed refused with {}", r.0))?;
+    let mut feed = stack.open_live_feed(&user).await?;
     let snapshot = feed.next_json(T).await?;
     assert_eq!(snapshot["type"], "snapshot");
     let outdoor = point_id(&stack, "outdoor_temp").await?;
@@ -77,13 +71,7 @@ async fn readings_from_the_simulated_heat_pump_are_stored_and_reach_a_subscribed
 async fn an_alarm_raised_at_the_heat_pump_reaches_the_live_feed() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let user = stack.login_homeowner().await?;
-    let mut feed = LiveFeed::open(
-        stack.server.port,
-        &format!("{}/live", stack.site_path()),
-        &user.cookie,
-    )
-    .await?
-    .map_err(|r| anyhow::anyhow!("refused {}", r.0))?;
+    let mut feed = stack.open_live_feed(&user).await?;
     feed.next_of("snapshot", T).await?;
     // Wait until the catalogue exists (the agent's hello), then raise the alarm.
     let alarm = eventually(T, "the alarm_a point", || {
@@ -112,13 +100,7 @@ async fn a_stopped_agent_is_shown_offline_and_a_restarted_one_resumes_the_feed()
 -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
     let user = stack.login_homeowner().await?;
-    let mut feed = LiveFeed::open(
-        stack.server.port,
-        &format!("{}/live", stack.site_path()),
-        &user.cookie,
-    )
-    .await?
-    .map_err(|r| anyhow::anyhow!("refused {}", r.0))?;
+    let mut feed = stack.open_live_feed(&user).await?;
     feed.next_of("readings", T).await?;
     if let Some(a) = stack.agent.take() {
         a.stop().await?;
@@ -142,13 +124,7 @@ async fn a_heat_pump_that_stops_answering_is_marked_offline_and_resumes_by_itsel
 -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let user = stack.login_homeowner().await?;
-    let mut feed = LiveFeed::open(
-        stack.server.port,
-        &format!("{}/live", stack.site_path()),
-        &user.cookie,
-    )
-    .await?
-    .map_err(|r| anyhow::anyhow!("refused {}", r.0))?;
+    let mut feed = stack.open_live_feed(&user).await?;
     feed.next_of("readings", T).await?;
     stack.sim.set_silent(true); // power cut
     let db = stack.server.state.db.clone();

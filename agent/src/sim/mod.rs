@@ -354,6 +354,43 @@ impl tokio_modbus::server::Service for SimService {
     }
 }
 
+/// An agent configuration that polls one simulated EH-203 over Modbus TCP at
+/// `sim_addr` and streams to `server_url`: what the demo and the end-to-end
+/// tests run. Built from TOML text so it goes through the same validation as
+/// an installer's file.
+pub fn agent_config_for(
+    server_url: &str,
+    agent_id: uuid::Uuid,
+    secret: &str,
+    sim_addr: std::net::SocketAddr,
+    poll: Duration,
+) -> Result<crate::config::AgentConfig, crate::config::ConfigError> {
+    let text = format!(
+        r#"
+[server]
+url = "{server_url}"
+agent_id = "{agent_id}"
+secret = "{secret}"
+
+[[bus]]
+name = "lan"
+kind = "tcp"
+address = "{sim_addr}"
+timeout_ms = 1000
+
+[[device]]
+key = "heatpump"
+label = "Lämpöpumppu / Heat pump"
+bus = "lan"
+unit_id = 1
+profile = "ouman_eh203_modbus200"
+poll_interval_ms = {poll_ms}
+"#,
+        poll_ms = poll.as_millis().max(100),
+    );
+    crate::config::AgentConfig::from_toml("simulated-site.toml", &text, std::path::Path::new("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

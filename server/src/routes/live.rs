@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::pages::CurrentUser;
-use crate::{domain::SiteId, error::AppError, services::sites, state::AppState};
+use crate::{error::AppError, services::sites, state::AppState};
 
 /// Browsers send nothing but pings and close frames; anything large is abuse.
 const MAX_BROWSER_FRAME: usize = 4 * 1024;
@@ -28,9 +28,9 @@ pub async fn site_live_feed(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let site_id: SiteId = path.parse().map_err(|_| AppError::NotFound)?;
-    let site = sites::open(&state.db, &user.memberships, site_id).await?;
-    sites::points_with_live_values(&state.db, &state.hub, &site).await?;
+    let (site, _points) =
+        sites::open_for_viewing(&state.db, &state.hub, &user.memberships, &path).await?;
+    let site_id = site.summary.site.site_id;
     let (resp, mut session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| AppError::Validation(format!("not a WebSocket request: {e}")))?;
     let mut stream = stream

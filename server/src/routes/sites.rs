@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
 use super::pages::{CurrentUser, chrome, redirect, render};
 use crate::{
-    domain::{SiteId, dashboard},
+    domain::dashboard,
     error::AppError,
     services::sites,
     state::AppState,
@@ -74,9 +74,9 @@ pub async fn site_dashboard_page(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let site_id: SiteId = path.parse().map_err(|_| AppError::NotFound)?;
-    let site = sites::open(&state.db, &user.memberships, site_id).await?;
-    let points = sites::points_with_live_values(&state.db, &state.hub, &site).await?;
+    let (site, points) =
+        sites::open_for_viewing(&state.db, &state.hub, &user.memberships, &path).await?;
+    let site_id = site.summary.site.site_id;
     let (latest, newest) = state.hub.latest(site_id);
     let latest: HashMap<i64, f64> = latest
         .iter()

@@ -30,6 +30,21 @@ pub async fn open(
     Ok(OpenSite { summary, role })
 }
 
+/// Open the site named by a URL path segment for viewing: parse the id, check
+/// access (404 for strangers and malformed ids alike) and make sure the live
+/// values are loaded.
+pub async fn open_for_viewing(
+    db: &impl ConnectionTrait,
+    hub: &Hub,
+    memberships: &[Membership],
+    raw_id: &str,
+) -> Result<(OpenSite, Vec<PointMeta>), AppError> {
+    let id: SiteId = raw_id.parse().map_err(|_| AppError::NotFound)?;
+    let site = open(db, memberships, id).await?;
+    let points = points_with_live_values(db, hub, &site).await?;
+    Ok((site, points))
+}
+
 /// The site's points, and make sure the hub holds their newest values
 /// (loading them from the database after a server restart).
 pub async fn points_with_live_values(
