@@ -839,6 +839,11 @@ impl LiveViewer {
         serde_json::from_str(&text).expect("the live feed sends JSON")
     }
 
+    /// Wait until the server closes the feed (messages before that are skipped).
+    pub async fn closed(&mut self) {
+        while next_text(&mut self.ws).await.is_some() {}
+    }
+
     /// The next message whose `type` is `kind`, skipping others.
     pub async fn next_of_type(&mut self, kind: &str) -> serde_json::Value {
         loop {

@@ -103,3 +103,28 @@ async fn the_live_feed_without_a_session_is_refused_without_upgrade() {
         .expect("no upgrade without a session");
     assert_eq!(refused_status(&err), Some(303), "{err}");
 }
+
+#[tokio::test]
+async fn the_live_feed_ends_when_the_session_expires() {
+    // Regression: the feed used to outlive the session that opened it (the
+    // socket stayed open, streaming, for as long as the browser kept it).
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let ttl = i64::try_from(app.state.sessions.ttl().as_secs()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let almost_expired = app
+        .state
+        .sessions
+        .issue(seed.homeowner.id, now - ttl + 2)
+        .unwrap();
+    app.set_cookie("hc_session", &almost_expired);
+    let mut viewer = app.live(seed.site.site_id).await.expect("upgraded");
+    assert_eq!(viewer.next_json().await["type"], "snapshot");
+    let started = std::time::Instant::now();
+    viewer.closed().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
