@@ -269,3 +269,16 @@ async fn device_status_is_recorded_without_a_reply() {
         ack(1)
     );
 }
+
+#[tokio::test]
+async fn a_reading_repeated_within_one_batch_is_stored_once() {
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let mut agent = app.agent_with_hello(&seed.agent).await;
+    let twice = vec![
+        reading("outdoor_temp", 0, -3.5),
+        reading("outdoor_temp", 0, -3.5),
+    ];
+    assert_eq!(agent.request(&batch(1, twice)).await, ack(1));
+    assert_eq!(app.readings_count().await, 1);
+}

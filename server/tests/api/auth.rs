@@ -300,3 +300,20 @@ async fn an_open_redirect_through_next_is_prevented() {
         assert_eq!(location(&res), "/", "next={next}");
     }
 }
+
+#[tokio::test]
+async fn logging_in_from_the_redirect_lands_on_the_page_first_asked_for() {
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let wanted = format!("/sites/{}", seed.site.site_id);
+    let bounced = app.get(&wanted).await;
+    assert_eq!(bounced.status(), 303);
+    let login_url = location(&bounced);
+    let page = app.get(&login_url).await.text().await.unwrap();
+    let next = hidden_input(&page, "next").expect("the form carries next");
+    assert_eq!(next, wanted);
+    let res = app
+        .login_with_next(&seed.homeowner.email, &seed.homeowner.password, &next)
+        .await;
+    assert_eq!(location(&res), wanted);
+}
