@@ -13,11 +13,15 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::pages::CurrentUser;
-use crate::{error::AppError, services::sites, state::AppState};
+use crate::{
+    error::AppError,
+    services::{auth::SESSION_COOKIE, sites},
+    state::AppState,
+};
 
 /// Browsers send nothing but pings and close frames; anything large is abuse.
 const MAX_BROWSER_FRAME: usize = 4 * 1024;
-/// Server ping interval; also how often an expired session is noticed.
+/// Server ping interval.
 const PING_EVERY: Duration = Duration::from_secs(25);
 
 /// Upgrade to the live feed of one site.
@@ -37,8 +41,18 @@ pub async fn site_live_feed(
         .max_frame_size(MAX_BROWSER_FRAME)
         .aggregate_continuations()
         .max_continuation_size(MAX_BROWSER_FRAME);
+    // Regression (tests branch): the feed used to outlive the session that
+    // opened it; now it ends when the session cookie expires.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let session_left = req
+        .cookie(SESSION_COOKIE)
+        .and_then(|c| state.sessions.expires_at(c.value()))
+        .map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)))
+        .unwrap_or(Duration::ZERO);
     let hub = state.hub.clone();
     actix_web::rt::spawn(async move {
+        let session_expired = tokio::time::sleep(session_left);
+        tokio::pin!(session_expired);
         let (snapshot, mut rx) = hub.subscribe(site_id);
         if session.text(snapshot).await.is_err() {
             return;
@@ -58,6 +72,7 @@ pub async fn site_live_feed(
                     Some(Ok(_)) => {}
                 },
                 _ = ping.tick() => if session.ping(b"").await.is_err() { break },
+                _ = &mut session_expired => break,
             }
         }
         let _ = session.close(None).await;

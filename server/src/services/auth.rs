@@ -131,12 +131,22 @@ impl SessionKeys {
 
     /// The user of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Option<UserId> {
+        self.claims(token).map(|c| UserId(c.sub))
+    }
+
+    /// When a valid, unexpired token expires (seconds since the epoch).
+    /// Long-lived connections opened with it (the live feed) end then.
+    pub fn expires_at(&self, token: &str) -> Option<i64> {
+        self.claims(token).map(|c| c.exp)
+    }
+
+    fn claims(&self, token: &str) -> Option<Claims> {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.set_required_spec_claims(&["exp", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .ok()
-            .map(|d| UserId(d.claims.sub))
+            .map(|d| d.claims)
     }
 }
 
@@ -180,6 +190,7 @@ mod tests {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let t = k.issue(user, now).unwrap();
         assert_eq!(k.verify(&t), Some(user));
+        assert_eq!(k.expires_at(&t), Some(now + 60));
         let old = k.issue(user, now - 120).unwrap();
         assert_eq!(k.verify(&old), None);
     }

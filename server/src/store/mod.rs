@@ -42,9 +42,11 @@ impl From<StoreError> for crate::error::AppError {
     }
 }
 
-/// Open the pool. Does not fail when PostgreSQL is down at start: the pool
-/// connects lazily, so the server comes up, serves its pages and says the
-/// data is temporarily unavailable until the database returns.
+/// Open the pool. Does not fail when PostgreSQL is down: the pool connects
+/// lazily, so a server built on it (see `Application::build_with_db`) comes
+/// up, serves its pages and says the data is temporarily unavailable until the
+/// database returns. (`Application::build` still needs the database once, to
+/// run migrations.)
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     let backend = settings.backend()?;
     let mut opts = ConnectOptions::new(settings.url.expose_secret().to_owned());
@@ -53,6 +55,12 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
+    if backend == Backend::Postgres {
+        // Regression (tests branch): without this, `Database::connect` opened a
+        // connection eagerly and failed with "pool timed out" when PostgreSQL
+        // was down, contradicting the promise above.
+        opts.connect_lazy(true);
+    }
     if backend == Backend::Sqlite {
         // SQLite allows one writer; a small pool avoids "database is locked"
         // storms, and WAL lets readers proceed while a batch commits.

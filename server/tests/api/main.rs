@@ -1,0 +1,15 @@
+//! Integration tests of the server over HTTP and WebSocket, against a fresh
+//! database per test (`TEST_DB=sqlite|postgres`). See `helpers.rs`.
+
+// Helper functions of tests are test code too: a panic there is a failed test
+// with its message, which is what we want (clippy only exempts `#[test]` fns).
+#![expect(clippy::unwrap_used, reason = "test code; a panic is a test failure")]
+
+mod admin_cli;
+mod agent_link;
+mod auth;
+mod database_down;
+mod health;
+mod helpers;
+mod live_feed;
+mod tenant_isolation;
