@@ -51,6 +51,20 @@ pub struct HttpSettings {
     pub port: u16,
     /// Number of actix worker threads; 0 means one per core.
     pub workers: usize,
+    /// Comma-separated IP addresses of reverse proxies whose
+    /// `X-Forwarded-For` / `Forwarded` headers are believed. Empty: the TCP
+    /// peer is the client (a forged header cannot dodge the login throttle).
+    pub trusted_proxies: String,
+}
+
+impl HttpSettings {
+    /// The trusted proxy addresses (validated at startup).
+    pub fn trusted_proxy_ips(&self) -> Vec<std::net::IpAddr> {
+        self.trusted_proxies
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    }
 }
 
 /// Database settings.
@@ -124,6 +138,7 @@ pub const ENV_VARS: &[&str] = &[
     "SERVER_HTTP__HOST",
     "SERVER_HTTP__PORT",
     "SERVER_HTTP__WORKERS",
+    "SERVER_HTTP__TRUSTED_PROXIES",
     "SERVER_DATABASE__URL",
     "DATABASE_URL",
     "SERVER_DATABASE__URL_FILE",
@@ -144,6 +159,7 @@ environment = "development"
 host = "127.0.0.1"
 port = 8080
 workers = 0
+trusted_proxies = ""
 [database]
 url = "sqlite://homecontrol.db?mode=rwc"
 max_connections = 8
@@ -215,6 +231,17 @@ impl Settings {
     /// Fail fast on settings that cannot work, with a sentence naming the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.database.backend()?;
+        for part in self
+            .http
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            if part.parse::<std::net::IpAddr>().is_err() {
+                bail!("`SERVER_HTTP__TRUSTED_PROXIES` has '{part}', which is not an IP address");
+            }
+        }
         let secret = self.auth.jwt_secret.expose_secret();
         if secret.len() < 32 {
             bail!("`SERVER_AUTH__JWT_SECRET` must be at least 32 bytes long");
@@ -319,6 +346,22 @@ mod tests {
             s.auth.jwt_secret.expose_secret(),
             "a-very-long-secret-read-from-a-file-0123456789"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_ip_addresses() {
+        let ok = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_HTTP__TRUSTED_PROXIES", "127.0.0.1, ::1")]),
+        )
+        .unwrap();
+        assert_eq!(ok.http.trusted_proxy_ips().len(), 2);
+        let err = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_HTTP__TRUSTED_PROXIES", "proxy.local")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("TRUSTED_PROXIES"));
     }
 
     #[test]

@@ -47,11 +47,7 @@ pub async fn agent_link(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let peer = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_owned();
+    let peer = super::pages::client_address(&req, &state);
     let Some((agent_id, secret)) = bearer(&req) else {
         tracing::warn!(%peer, "agent connection refused: no or malformed bearer token");
         return Err(AppError::Unauthorized);

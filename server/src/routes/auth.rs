@@ -8,7 +8,7 @@ use actix_web::{
 };
 use serde::Deserialize;
 
-use super::pages::{chrome, redirect, render, safe_next};
+use super::pages::{chrome, client_address, redirect, render, safe_next};
 use crate::{
     error::AppError,
     services::auth::{self, CSRF_COOKIE, LoginError, SESSION_COOKIE, csrf_matches},
@@ -81,11 +81,7 @@ pub async fn login(
             cookie,
         );
     }
-    let client = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_owned();
+    let client = client_address(&req, &state);
     match auth::login(
         &state.db,
         &state.throttle,

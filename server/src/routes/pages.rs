@@ -151,6 +151,23 @@ pub fn redirect(to: &str) -> HttpResponse {
         .finish()
 }
 
+/// The client's address for throttling and logs. Forwarding headers are
+/// believed only when the TCP peer is a configured trusted proxy; otherwise
+/// anyone could name a fresh address per request and escape the per-address
+/// login throttle.
+pub fn client_address(req: &HttpRequest, state: &AppState) -> String {
+    let peer = req.peer_addr().map(|a| a.ip());
+    match peer {
+        Some(ip) if state.settings.http.trusted_proxy_ips().contains(&ip) => req
+            .connection_info()
+            .realip_remote_addr()
+            .map(|a| a.to_owned())
+            .unwrap_or_else(|| ip.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
 /// Only same-site relative paths are allowed as a post-login target.
 pub fn safe_next(next: &str) -> String {
     let ok = next.starts_with('/')

@@ -317,3 +317,34 @@ async fn logging_in_from_the_redirect_lands_on_the_page_first_asked_for() {
         .await;
     assert_eq!(location(&res), wanted);
 }
+
+// Regression: the per-address login throttle trusted any client's
+// X-Forwarded-For, so a new forged address per request escaped it.
+#[tokio::test]
+async fn a_forged_forwarded_for_header_does_not_escape_the_address_throttle() {
+    let app = spawn_app().await;
+    let mut statuses = Vec::new();
+    for attempt in 0..8 {
+        let token = app.csrf_token().await;
+        let email = format!("nobody{attempt}@example.test");
+        let res = app
+            .client
+            .post(app.url("/login"))
+            .header("X-Forwarded-For", format!("203.0.113.{attempt}"))
+            .header("Forwarded", format!("for=198.51.100.{attempt}"))
+            .form(&[
+                ("email", email.as_str()),
+                ("password", "guess"),
+                ("csrf_token", token.as_str()),
+                ("next", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&429),
+        "different e-mails from one peer with forged addresses must be throttled: {statuses:?}"
+    );
+}
