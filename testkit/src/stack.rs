@@ -185,7 +185,7 @@ pub struct Stack {
 impl Stack {
     /// Everything running, agent polling every 300 ms and the simulator ticking every 200 ms.
     pub async fn start() -> anyhow::Result<Self> {
-        let db = TestDb::new().await?;
+        let db = TestDb::fresh().await;
         let server = TestServer::start(&db.url).await?;
         let conn = &server.state.db;
         let seed = admin::seed_demo(conn).await?;
@@ -304,7 +304,7 @@ impl Stack {
         self.server.stop();
         self.sim_task.abort();
         if let Some(db) = self.db.take() {
-            db.cleanup().await?;
+            db.drop_now().await;
         }
         Ok(())
     }
