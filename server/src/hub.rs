@@ -89,26 +89,40 @@ impl Hub {
         let ch = self.channel(site);
         let mut st = lock(&ch.state);
         for v in values {
-            merge(&mut st.latest, v);
+            let _ = merge(&mut st.latest, v);
         }
         st.loaded_from_db = true;
     }
 
-    /// Record and fan out newly stored readings.
+    /// Record newly stored readings and fan out those that are the newest of
+    /// their point. Older ones (a backlog draining after an outage) only fill
+    /// history: a dashboard must never jump back in time.
     pub fn publish_readings(&self, site: SiteId, values: &[NewReading]) {
         if values.is_empty() {
             return;
         }
         let ch = self.channel(site);
-        {
+        let fresh: Vec<NewReading> = {
             let mut st = lock(&ch.state);
-            for v in values {
-                merge(&mut st.latest, v);
-            }
+            values
+                .iter()
+                .filter(|v| merge(&mut st.latest, v))
+                .copied()
+                .collect()
+        };
+        // Within one batch a point may appear several times; send only its newest.
+        let mut newest: HashMap<i64, NewReading> = HashMap::new();
+        for v in fresh {
+            merge(&mut newest, &v);
         }
+        if newest.is_empty() {
+            return;
+        }
+        let mut out: Vec<&NewReading> = newest.values().collect();
+        out.sort_by_key(|v| v.point_id.0);
         let msg = serde_json::json!({
             "type": "readings",
-            "values": values.iter().map(wire).collect::<Vec<_>>(),
+            "values": out.into_iter().map(wire).collect::<Vec<_>>(),
         });
         // No receivers is normal (nobody watching).
         let _ = ch.tx.send(Arc::from(msg.to_string()));
@@ -189,11 +203,13 @@ impl Hub {
     }
 }
 
-fn merge(latest: &mut HashMap<i64, NewReading>, v: &NewReading) {
+/// Keep `v` if it is at least as new as what is held; true when kept.
+fn merge(latest: &mut HashMap<i64, NewReading>, v: &NewReading) -> bool {
     match latest.get(&v.point_id.0) {
-        Some(old) if old.ts_ms > v.ts_ms => {}
+        Some(old) if old.ts_ms > v.ts_ms => false,
         _ => {
             latest.insert(v.point_id.0, *v);
+            true
         }
     }
 }
@@ -237,6 +253,22 @@ mod tests {
         let (vals, newest) = hub.latest(site);
         assert_eq!(vals[0].value, 2.0);
         assert_eq!(newest, Some(2000));
+    }
+
+    #[test]
+    fn a_draining_backlog_is_not_broadcast_as_live_values() {
+        let hub = Hub::default();
+        let site = SiteId::new();
+        hub.publish_readings(site, &[r(1, 5000, 5.0)]);
+        let (_, mut rx) = hub.subscribe(site);
+        hub.publish_readings(site, &[r(1, 1000, 1.0), r(1, 2000, 2.0)]);
+        assert!(rx.try_recv().is_err(), "old values must not reach viewers");
+        hub.publish_readings(site, &[r(1, 6000, 6.0), r(1, 7000, 7.0), r(2, 100, 0.5)]);
+        let msg = rx.try_recv().unwrap();
+        assert!(
+            msg.contains("7.0") && !msg.contains("6.0") && msg.contains("0.5"),
+            "{msg}"
+        );
     }
 
     #[test]
