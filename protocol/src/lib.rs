@@ -61,6 +61,8 @@ pub enum AgentToServer {
     Readings(ReadingsBatch),
     /// The communication state of one device changed (or a periodic refresh).
     DeviceStatus(DeviceStatus),
+    /// The agent's own state: its buffer and link (sent periodically).
+    AgentStatus(AgentStatus),
     /// Anything this version does not know; ignored by the receiver.
     #[serde(other)]
     Unknown,
@@ -240,6 +242,28 @@ pub struct DeviceStatus {
     /// Consecutive failed polls.
     #[serde(default)]
     pub consecutive_failures: u32,
+}
+
+/// The agent's store-and-forward state, for the fleet view and metrics.
+/// Additive in protocol version 1: older servers ignore it as `Unknown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Readings waiting in the on-disk buffer (not yet acknowledged).
+    pub buffered_readings: u64,
+    /// Bytes the buffer occupies on disk.
+    pub buffered_bytes: u64,
+    /// Sample time of the oldest unacknowledged reading.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub oldest_unsent: Option<OffsetDateTime>,
+    /// Readings thinned away (kept one per interval) because the buffer was full, since install.
+    #[serde(default)]
+    pub thinned_total: u64,
+    /// Readings dropped because the buffer was full, since install.
+    #[serde(default)]
+    pub dropped_total: u64,
+    /// Highest batch seq the server acknowledged.
+    #[serde(default)]
+    pub last_acked_seq: Option<u64>,
 }
 
 /// Acknowledgement of a committed batch.

@@ -122,6 +122,21 @@ fn device_status_matches_its_fixture() {
 }
 
 #[test]
+fn agent_status_matches_its_fixture() {
+    check_agent(
+        "agent_status",
+        AgentToServer::AgentStatus(AgentStatus {
+            buffered_readings: 43_200,
+            buffered_bytes: 3_145_728,
+            oldest_unsent: Some(datetime!(2026-11-20 12:00:00 UTC)),
+            thinned_total: 0,
+            dropped_total: 0,
+            last_acked_seq: Some(1_764_000_000_041),
+        }),
+    );
+}
+
+#[test]
 fn welcome_ack_and_error_match_their_fixtures() {
     check_server(
         "welcome",

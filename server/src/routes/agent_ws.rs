@@ -192,6 +192,12 @@ impl Link {
                 }
                 return Next::Continue;
             }
+            (AgentToServer::AgentStatus(status), Some(_)) => {
+                // Kept for the fleet view and metrics (next milestone); logged for now.
+                tracing::debug!(agent_id = %self.agent.id, buffered = status.buffered_readings,
+                    dropped = status.dropped_total, "agent status");
+                return Next::Continue;
+            }
             (AgentToServer::Unknown, Some(_)) => return Next::Continue,
         };
         if send(session, &reply).await {
