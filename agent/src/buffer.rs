@@ -420,7 +420,16 @@ impl Buffer {
 
 impl BatchQueue for Buffer {
     fn append(&mut self, readings: &[Reading]) -> Result<Appended, QueueError> {
-        if readings.is_empty() {
+        // SQLite stores NaN as NULL, which would fail the whole poll's
+        // transaction; the server skips non-finite values anyway.
+        let finite: Vec<&Reading> = readings.iter().filter(|r| r.value.is_finite()).collect();
+        if finite.len() < readings.len() {
+            tracing::debug!(
+                skipped = readings.len() - finite.len(),
+                "non-finite readings not buffered"
+            );
+        }
+        if finite.is_empty() {
             return Ok(Appended::default());
         }
         let mut st = self.state.clone();
@@ -437,7 +446,7 @@ impl BatchQueue for Buffer {
             } else {
                 None
             };
-            for r in readings {
+            for r in &finite {
                 let ts = ts_ms(r.ts);
                 let bytes = row_bytes(r);
                 ins.execute(params![
@@ -460,7 +469,7 @@ impl BatchQueue for Buffer {
         tx.commit()?;
         self.state = st;
         Ok(Appended {
-            stored: readings.len(),
+            stored: finite.len(),
             thinned,
             dropped,
         })
@@ -579,5 +588,294 @@ impl BatchQueue for Buffer {
             dropped_total: self.state.dropped_total,
             last_acked_seq: self.state.last_acked_seq,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rd(device: &str, point: &str, ts_s: i64, value: f64) -> Reading {
+        Reading {
+            device: device.into(),
+            point: point.into(),
+            ts: from_ms(ts_s * 1000),
+            value,
+            unit: "degC".into(),
+            quality: Quality::Good,
+        }
+    }
+
+    fn r(v: i64) -> Reading {
+        rd("hp", "t", v, v as f64)
+    }
+
+    fn values(b: &ReadingsBatch) -> Vec<f64> {
+        b.readings.iter().map(|r| r.value).collect()
+    }
+
+    fn all_values(b: &Buffer) -> Vec<f64> {
+        b.all().unwrap().iter().map(|r| r.value).collect()
+    }
+
+    fn file_buffer(dir: &tempfile::TempDir) -> BufferConfig {
+        BufferConfig::at(dir.path().join("buffer.db"))
+    }
+
+    #[test]
+    fn appended_readings_come_back_in_order_and_round_trip_exactly() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        let mut x = rd("hp", "p", 1_700_000_000, -12.5);
+        x.ts = from_ms(1_700_000_000_123);
+        x.quality = Quality::Stale;
+        b.append(&[x.clone(), r(2)]).unwrap();
+        b.append(&[r(3)]).unwrap();
+        let batch = b.take(Part::Backlog, 10).unwrap().unwrap();
+        assert_eq!(batch.readings[0], x);
+        assert_eq!(values(&batch), vec![-12.5, 2.0, 3.0]);
+        assert!(b.take(Part::Backlog, 10).unwrap().is_none(), "all taken");
+    }
+
+    #[test]
+    fn an_ack_deletes_only_the_readings_of_that_batch() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        b.append(&(0..6).map(r).collect::<Vec<_>>()).unwrap();
+        let one = b.take(Part::Backlog, 2).unwrap().unwrap();
+        let two = b.take(Part::Backlog, 2).unwrap().unwrap();
+        assert_eq!((one.seq, two.seq), (1, 2));
+        b.ack(two.seq).unwrap();
+        b.ack(two.seq).unwrap();
+        b.ack(99).unwrap();
+        assert_eq!(all_values(&b), vec![0.0, 1.0, 4.0, 5.0]);
+        assert_eq!(b.stats().unwrap().readings, 4);
+        assert_eq!(b.stats().unwrap().last_acked_seq, Some(99));
+    }
+
+    #[test]
+    fn released_readings_are_sent_again_first_under_a_new_seq() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        b.append(&(0..4).map(r).collect::<Vec<_>>()).unwrap();
+        let one = b.take(Part::Backlog, 2).unwrap().unwrap();
+        b.take(Part::Backlog, 2).unwrap().unwrap();
+        b.release(one.seq).unwrap();
+        let again = b.take(Part::Backlog, 10).unwrap().unwrap();
+        assert_eq!((again.seq, values(&again)), (3, vec![0.0, 1.0]));
+    }
+
+    #[test]
+    fn seqs_and_unacked_readings_survive_a_reopen_and_resend_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut b = Buffer::open(file_buffer(&dir)).unwrap();
+            b.append(&(0..6).map(r).collect::<Vec<_>>()).unwrap();
+            let one = b.take(Part::Backlog, 2).unwrap().unwrap();
+            b.take(Part::Backlog, 2).unwrap().unwrap();
+            b.ack(one.seq).unwrap();
+        }
+        let mut b = Buffer::open(file_buffer(&dir)).unwrap();
+        assert_eq!(b.begin_session(None).unwrap(), 4);
+        let next = b.take(Part::Backlog, 10).unwrap().unwrap();
+        assert_eq!(next.seq, 3, "the counter continues after a restart");
+        assert_eq!(values(&next), vec![2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(b.stats().unwrap().last_acked_seq, Some(1));
+    }
+
+    #[test]
+    fn begin_session_prunes_what_the_server_has_and_releases_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut b = Buffer::open(file_buffer(&dir)).unwrap();
+            b.append(&(0..6).map(r).collect::<Vec<_>>()).unwrap();
+            for _ in 0..3 {
+                b.take(Part::Backlog, 2).unwrap().unwrap();
+            }
+        }
+        let mut b = Buffer::open(file_buffer(&dir)).unwrap();
+        assert_eq!(b.begin_session(Some(2)).unwrap(), 2);
+        b.append(&[r(6)]).unwrap();
+        let backlog = b.take(Part::Backlog, 10).unwrap().unwrap();
+        assert_eq!((backlog.seq, values(&backlog)), (4, vec![4.0, 5.0]));
+        let live = b.take(Part::Live, 10).unwrap().unwrap();
+        assert_eq!(values(&live), vec![6.0]);
+    }
+
+    #[test]
+    fn a_server_ahead_of_the_local_counter_pushes_the_next_seq_above_it() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        b.begin_session(Some(41)).unwrap();
+        b.append(&[r(1)]).unwrap();
+        assert_eq!(b.take(Part::Live, 1).unwrap().unwrap().seq, 42);
+    }
+
+    #[test]
+    fn latest_per_point_holds_the_newest_value_of_each_point_and_keeps_the_rows() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        b.append(&[rd("hp", "a", 1, 1.0), rd("hp", "b", 1, 2.0)])
+            .unwrap();
+        b.append(&[rd("hp", "a", 2, 3.0), rd("gw", "a", 2, 4.0)])
+            .unwrap();
+        let latest = b.latest_per_point().unwrap().unwrap();
+        assert_eq!(values(&latest), vec![2.0, 3.0, 4.0]);
+        b.ack(latest.seq).unwrap();
+        assert_eq!(b.stats().unwrap().readings, 4);
+    }
+
+    /// 10 points polled every 5 s for `minutes`, timestamps from 0.
+    fn polls(minutes: i64) -> Vec<Vec<Reading>> {
+        (0..minutes * 12)
+            .map(|i| {
+                (0..10)
+                    .map(|p| rd("hp", &format!("p{p}"), i * 5, (i * 5) as f64))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_buffer_thins_the_oldest_data_to_one_value_per_point_per_interval() {
+        let row = row_bytes(&rd("hp", "p0", 0, 0.0));
+        let mut b = Buffer::open_in_memory(BufferConfig {
+            max_bytes: 5_000 * row,
+            ..BufferConfig::default()
+        })
+        .unwrap();
+        let mut thinned = 0;
+        for poll in polls(60) {
+            let a = b.append(&poll).unwrap();
+            thinned += a.thinned;
+            assert_eq!(a.dropped, 0);
+        }
+        let st = b.stats().unwrap();
+        assert!(st.bytes <= 5_000 * row);
+        assert_eq!(st.thinned_total, thinned);
+        assert_eq!(
+            st.readings + thinned,
+            60 * 12 * 10,
+            "every reading is either kept or counted"
+        );
+        assert!(thinned > 0);
+        // Thinned minutes hold exactly one value per point; nothing is lost in between.
+        let all = b.all().unwrap();
+        let mut per: std::collections::BTreeMap<(String, i64), usize> = Default::default();
+        for x in &all {
+            *per.entry((x.point.clone(), x.ts.unix_timestamp() / 60))
+                .or_default() += 1;
+        }
+        for minute in 0..60 {
+            let counts: Vec<usize> = (0..10).map(|p| per[&(format!("p{p}"), minute)]).collect();
+            assert!(
+                counts.iter().all(|&c| c == 1) || counts.iter().all(|&c| c == 12),
+                "minute {minute}: {counts:?}"
+            );
+        }
+        assert_eq!(
+            per[&("p0".to_owned(), 0)],
+            1,
+            "the oldest minute is thinned"
+        );
+        assert_eq!(per[&("p0".to_owned(), 59)], 12, "the newest minute is raw");
+    }
+
+    #[test]
+    fn thinning_gives_way_to_dropping_the_oldest_when_thin_is_not_enough() {
+        let row = row_bytes(&rd("hp", "p0", 0, 0.0));
+        let mut b = Buffer::open_in_memory(BufferConfig {
+            max_bytes: 200 * row,
+            ..BufferConfig::default()
+        })
+        .unwrap();
+        for poll in polls(60) {
+            b.append(&poll).unwrap();
+        }
+        let st = b.stats().unwrap();
+        assert!(st.thinned_total > 0 && st.dropped_total > 0, "{st:?}");
+        assert_eq!(st.readings + st.thinned_total + st.dropped_total, 7_200);
+        assert!(st.bytes <= 200 * row);
+        let newest = b.all().unwrap().last().unwrap().value;
+        assert_eq!(newest, 59.0 * 60.0 + 55.0, "the newest reading is kept");
+    }
+
+    #[test]
+    fn drop_oldest_drops_and_counts_and_the_counters_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = row_bytes(&r(0));
+        let cfg = BufferConfig {
+            max_bytes: 100 * row,
+            when_full: WhenFull::DropOldest,
+            ..file_buffer(&dir)
+        };
+        {
+            let mut b = Buffer::open(cfg.clone()).unwrap();
+            for i in 0..150 {
+                b.append(&[r(i)]).unwrap();
+            }
+            let st = b.stats().unwrap();
+            assert_eq!(
+                (st.readings, st.dropped_total, st.thinned_total),
+                (100, 50, 0)
+            );
+        }
+        let b = Buffer::open(cfg).unwrap();
+        let st = b.stats().unwrap();
+        assert_eq!((st.readings, st.dropped_total), (100, 50));
+        assert_eq!(all_values(&b)[0], 50.0);
+    }
+
+    #[test]
+    fn the_ledger_keeps_every_reading_even_after_acks_and_thinning() {
+        let row = row_bytes(&rd("hp", "p0", 0, 0.0));
+        let mut b = Buffer::open_in_memory(BufferConfig {
+            max_bytes: 300 * row,
+            ledger: true,
+            ..BufferConfig::default()
+        })
+        .unwrap();
+        for poll in polls(10) {
+            b.append(&poll).unwrap();
+        }
+        let batch = b.take(Part::Backlog, 50).unwrap().unwrap();
+        b.ack(batch.seq).unwrap();
+        let n: i64 = b
+            .conn
+            .query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1_200);
+    }
+
+    #[test]
+    fn the_ledger_is_written_in_the_same_transaction_as_the_buffer() {
+        let mut b = Buffer::open_in_memory(BufferConfig {
+            ledger: true,
+            ..BufferConfig::default()
+        })
+        .unwrap();
+        // Make the buffer insert fail on the second reading of an append.
+        b.conn
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 13
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        b.append(&[r(1)]).unwrap();
+        assert!(b.append(&[r(2), r(13)]).is_err());
+        let ledger: Vec<f64> = b
+            .conn
+            .prepare("SELECT value FROM ledger ORDER BY ts_ms")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ledger, vec![1.0], "the failed append left no ledger rows");
+        assert_eq!(all_values(&b), vec![1.0]);
+        assert_eq!(b.stats().unwrap().readings, 1);
+    }
+
+    #[test]
+    fn non_finite_values_are_skipped_not_allowed_to_fail_the_poll() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        let a = b.append(&[r(1), rd("hp", "t", 2, f64::NAN)]).unwrap();
+        assert_eq!(a.stored, 1);
+        assert_eq!(all_values(&b), vec![1.0]);
     }
 }
