@@ -117,7 +117,10 @@ fn every_append_that_returned_survives_kill_9_in_order_without_gaps() {
         // At most the one append in progress at the kill may be extra.
         assert!(stored.len() as u64 <= last_returned + 2);
         assert_eq!(b.stats().unwrap().readings, stored.len() as u64);
-        eprintln!("round {round}: killed after append {last_returned}; {} stored", stored.len());
+        eprintln!(
+            "round {round}: killed after append {last_returned}; {} stored",
+            stored.len()
+        );
         drop(b);
         let ledger: i64 = rusqlite::Connection::open(&path)
             .unwrap()
