@@ -92,6 +92,8 @@ pub struct AgentConfig {
     pub devices: Vec<DeviceConfig>,
     /// The on-disk buffer (`[buffer]`; every key optional).
     pub buffer: BufferConfig,
+    /// Where to serve Prometheus metrics (`[metrics] listen`); off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The `[server]` table.
@@ -251,6 +253,13 @@ struct RawConfig {
     #[serde(default)]
     device: Vec<Spanned<RawDevice>>,
     buffer: Option<Spanned<RawBuffer>>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,11 +355,25 @@ impl Validator<'_> {
             devices.push(dev);
         }
         let buffer = self.buffer(raw.buffer)?;
+        let metrics_listen = match raw.metrics.and_then(|m| m.listen) {
+            None => None,
+            Some(l) => match l.get_ref().parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    return self.err(
+                        l.span(),
+                        "metrics.listen",
+                        "expected an address and port such as \"127.0.0.1:9464\"",
+                    );
+                }
+            },
+        };
         Ok(AgentConfig {
             server,
             buses,
             devices,
             buffer,
+            metrics_listen,
         })
     }
 
@@ -803,6 +826,40 @@ poll_interval_ms = 5000
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_buffer_defaults_to_var_lib_and_256_mib_with_thinning() {
+        let cfg = load(GOOD).unwrap();
+        assert_eq!(cfg.buffer, BufferConfig::default());
+        assert_eq!(
+            cfg.buffer.path,
+            Path::new("/var/lib/homecontrol/agent-buffer.db")
+        );
+        assert_eq!(cfg.buffer.max_bytes, 268_435_456);
+        assert_eq!(cfg.metrics_listen, None);
+    }
+
+    #[test]
+    fn buffer_and_metrics_keys_are_read_and_relative_paths_follow_the_config_file() {
+        let text = format!(
+            "{GOOD}\n[buffer]\npath = \"state/buf.db\"\nmax_bytes = 1048576\nwhen_full = \"drop_oldest\"\nthin_interval_s = 300\nledger = true\n\n[metrics]\nlisten = \"127.0.0.1:9464\"\n"
+        );
+        let cfg = load(&text).unwrap();
+        assert_eq!(cfg.buffer.path, Path::new("/nonexistent/state/buf.db"));
+        assert_eq!(cfg.buffer.max_bytes, 1_048_576);
+        assert_eq!(cfg.buffer.when_full, WhenFull::DropOldest);
+        assert_eq!(cfg.buffer.thin_interval, Duration::from_secs(300));
+        assert!(cfg.buffer.ledger);
+        assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unknown_when_full_policy_and_a_bad_metrics_address_are_refused() {
+        let err = invalid(&format!("{GOOD}\n[buffer]\nwhen_full = \"panic\"\n"));
+        assert!(err.to_string().contains("when_full"), "{err}");
+        let err = invalid(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+        assert_eq!(err.key, "metrics.listen");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
 //!   to before it counts as taken, bounded in bytes, with persistent batch seqs;
+//! - [`metrics`]: Prometheus text metrics on an optional local listener;
 //! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
 //!   loop with jittered reconnects and resend of unacknowledged batches;
 //! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
@@ -33,6 +34,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod metrics;
 pub mod poller;
 pub mod registers;
 pub mod sim;
@@ -108,8 +110,16 @@ impl Agent {
         // Opened before polling starts: no reading is taken without a place to keep it.
         let buffer = Buffer::open(self.cfg.buffer.clone()).context("opening the on-disk buffer")?;
         let cancel = CancellationToken::new();
-        let (tx, rx) = mpsc::channel(1024);
+        let metrics = std::sync::Arc::new(metrics::Metrics::default());
         let mut tasks = JoinSet::new();
+        if let Some(addr) = self.cfg.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener on {addr}"))?;
+            info!(%addr, "serving metrics on /metrics");
+            tasks.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
+        }
+        let (tx, rx) = mpsc::channel(1024);
         for bus in &self.cfg.buses {
             let devices: Vec<_> = self
                 .cfg
@@ -129,6 +139,7 @@ impl Agent {
                 bus.max_gap,
                 tx.clone(),
                 cancel.clone(),
+                metrics.clone(),
             ));
         }
         drop(tx);
@@ -138,6 +149,7 @@ impl Agent {
             session,
             rx,
             cancel.clone(),
+            metrics,
         ));
         info!(agent_id = %self.cfg.server.agent_id, buses = self.cfg.buses.len(), devices = self.cfg.devices.len(), "agent running");
 

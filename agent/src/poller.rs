@@ -187,6 +187,7 @@ pub async fn run_bus<C: DeviceClient>(
     max_gap: u16,
     tx: mpsc::Sender<PollEvent>,
     cancel: CancellationToken,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let start = Instant::now();
     let mut devices: Vec<PolledDevice> = devices
@@ -212,6 +213,8 @@ pub async fn run_bus<C: DeviceClient>(
         }
         let span = info_span!("poll", device = %dev.key, unit_id = dev.unit_id);
         let events = poll_once(&mut client, dev).instrument(span).await;
+        // `failures` is reset by every answered poll, so 0 means this one answered.
+        metrics.record_poll(&dev.key, dev.comm.status().consecutive_failures == 0);
         for ev in events {
             if tx.send(ev).await.is_err() {
                 return;

@@ -12,7 +12,7 @@
 pub mod queue;
 pub mod session;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::ServerToAgent;
@@ -30,7 +30,7 @@ use self::{
     queue::BatchQueue,
     session::{Action, Event, Session},
 };
-use crate::{backoff::Backoff, config::ServerConfig, poller::PollEvent};
+use crate::{backoff::Backoff, config::ServerConfig, metrics::Metrics, poller::PollEvent};
 
 /// First reconnect delay.
 pub const RECONNECT_BASE: Duration = Duration::from_millis(500);
@@ -81,7 +81,9 @@ pub async fn run<Q: BatchQueue>(
     mut session: Session<Q>,
     mut events: mpsc::Receiver<PollEvent>,
     cancel: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
+    publish(&session, &metrics);
     let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
     let mut events_open = true;
     let mut session_no: u64 = 0;
@@ -94,8 +96,8 @@ pub async fn run<Q: BatchQueue>(
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     res = &mut connecting => break res,
-                    ev = events.recv(), if events_open => feed_offline(&mut session, ev, &mut events_open),
-                    () = sleep_until_deadline(session.next_deadline()) => { session.handle(Event::Tick, Instant::now()); }
+                    ev = events.recv(), if events_open => feed_offline(&mut session, &metrics, ev, &mut events_open),
+                    () = sleep_until_deadline(session.next_deadline()) => { step(&mut session, &metrics, Event::Tick); }
                 }
             }
         };
@@ -103,11 +105,17 @@ pub async fn run<Q: BatchQueue>(
             Ok(ws) => {
                 session_no += 1;
                 let span = info_span!("uplink", agent_id = %server.agent_id, session = session_no);
-                let welcomed =
-                    run_connection(ws, &mut session, &mut events, &mut events_open, &cancel)
-                        .instrument(span)
-                        .await;
-                session.handle(Event::Disconnected, Instant::now());
+                let welcomed = run_connection(
+                    ws,
+                    &mut session,
+                    &metrics,
+                    &mut events,
+                    &mut events_open,
+                    &cancel,
+                )
+                .instrument(span)
+                .await;
+                step(&mut session, &metrics, Event::Disconnected);
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -129,21 +137,36 @@ pub async fn run<Q: BatchQueue>(
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep_until(wake) => break,
-                ev = events.recv(), if events_open => feed_offline(&mut session, ev, &mut events_open),
-                () = sleep_until_deadline(session.next_deadline()) => { session.handle(Event::Tick, Instant::now()); }
+                ev = events.recv(), if events_open => feed_offline(&mut session, &metrics, ev, &mut events_open),
+                () = sleep_until_deadline(session.next_deadline()) => { step(&mut session, &metrics, Event::Tick); }
             }
         }
     }
 }
 
+/// Feed `event` to the session and publish the resulting state.
+fn step<Q: BatchQueue>(session: &mut Session<Q>, metrics: &Metrics, event: Event) -> Vec<Action> {
+    let actions = session.handle(event, Instant::now());
+    publish(session, metrics);
+    actions
+}
+
+fn publish<Q: BatchQueue>(session: &Session<Q>, metrics: &Metrics) {
+    metrics.set_link_up(session.is_up());
+    if let Ok(stats) = session.queue().stats() {
+        metrics.set_buffer(stats);
+    }
+}
+
 fn feed_offline<Q: BatchQueue>(
     session: &mut Session<Q>,
+    metrics: &Metrics,
     ev: Option<PollEvent>,
     events_open: &mut bool,
 ) {
     match ev {
         // While the link is down the session produces no actions.
-        Some(ev) => drop(session.handle(to_event(ev), Instant::now())),
+        Some(ev) => drop(step(session, metrics, to_event(ev))),
         None => *events_open = false,
     }
 }
@@ -166,13 +189,14 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
 async fn run_connection<Q: BatchQueue>(
     ws: Ws,
     session: &mut Session<Q>,
+    metrics: &Metrics,
     events: &mut mpsc::Receiver<PollEvent>,
     events_open: &mut bool,
     cancel: &CancellationToken,
 ) -> bool {
     info!("uplink connected");
     let (mut sink, mut stream) = ws.split();
-    let mut actions = session.handle(Event::Connected, Instant::now());
+    let mut actions = step(session, metrics, Event::Connected);
     let mut welcomed = false;
     loop {
         for action in actions.drain(..) {
@@ -239,6 +263,6 @@ async fn run_connection<Q: BatchQueue>(
             },
             () = sleep_until_deadline(session.next_deadline()) => Event::Tick,
         };
-        actions = session.handle(event, Instant::now());
+        actions = step(session, metrics, event);
     }
 }
