@@ -120,6 +120,8 @@ pub struct BusConfig {
 pub enum Transport {
     /// Modbus RTU over a serial port.
     Rtu(SerialSettings),
+    /// Modbus ASCII over a serial port (Serial Line V1.02 §2.5.2).
+    Ascii(SerialSettings),
     /// Modbus TCP to `host:port`.
     Tcp {
         /// `host:port`, resolved at each connect.
@@ -262,6 +264,7 @@ struct RawServer {
 #[serde(rename_all = "snake_case")]
 enum BusKind {
     Rtu,
+    Ascii,
     Tcp,
 }
 
@@ -435,7 +438,7 @@ impl Validator<'_> {
                         return self.err(
                             span,
                             key(field),
-                            "only applies to `kind = \"rtu\"` buses",
+                            "only applies to serial (`kind = \"rtu\"` or `\"ascii\"`) buses",
                         );
                     }
                 }
@@ -461,7 +464,9 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu => {
+            BusKind::Rtu | BusKind::Ascii => {
+                // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
+                let ascii = raw.kind == BusKind::Ascii;
                 if let Some(a) = &raw.address {
                     return self.err(
                         a.span(),
@@ -473,7 +478,7 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         key("path"),
-                        "missing: an rtu bus needs the serial port `path`",
+                        "missing: a serial (rtu or ascii) bus needs the serial port `path`",
                     );
                 };
                 let baud = match raw.baud {
@@ -484,6 +489,7 @@ impl Validator<'_> {
                     Some(b) => b.into_inner(),
                 };
                 let data_bits = match raw.data_bits.as_ref().map(|d| (d.span(), *d.get_ref())) {
+                    None if ascii => DataBits::Seven,
                     None | Some((_, 8)) => DataBits::Eight,
                     Some((_, 7)) => DataBits::Seven,
                     Some((s, n)) => {
@@ -505,13 +511,20 @@ impl Validator<'_> {
                         );
                     }
                 };
-                Transport::Rtu(SerialSettings {
+                let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
-                    parity: raw.parity.unwrap_or(Parity::None),
+                    parity: raw
+                        .parity
+                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
                     data_bits,
                     stop_bits,
-                })
+                };
+                if ascii {
+                    Transport::Ascii(settings)
+                } else {
+                    Transport::Rtu(settings)
+                }
             }
         };
         Ok(BusConfig {
@@ -548,7 +561,7 @@ impl Validator<'_> {
         let unit = *raw.unit_id.get_ref();
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
-            Transport::Rtu(_) => 1..=247,
+            Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
         };
@@ -560,10 +573,10 @@ impl Validator<'_> {
                     "unit_id {unit} is outside {}..={} for a {} bus",
                     unit_range.start(),
                     unit_range.end(),
-                    if matches!(bus.transport, Transport::Rtu(_)) {
-                        "rtu"
-                    } else {
-                        "tcp"
+                    match bus.transport {
+                        Transport::Rtu(_) => "rtu",
+                        Transport::Ascii(_) => "ascii",
+                        Transport::Tcp { .. } => "tcp",
                     }
                 ),
             );

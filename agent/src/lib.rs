@@ -46,7 +46,7 @@ use tracing::info;
 
 use crate::{
     config::AgentConfig,
-    devices::ModbusClient,
+    devices::BusClient,
     uplink::{
         queue::MemoryQueue,
         session::{Session, SessionConfig},
@@ -121,7 +121,7 @@ impl Agent {
             if devices.is_empty() {
                 continue;
             }
-            let client = ModbusClient::new(bus);
+            let client = BusClient::new(bus);
             tasks.spawn(poller::run_bus(
                 bus.name.clone(),
                 client,
