@@ -766,6 +766,44 @@ poll_interval_ms = 5000
     }
 
     #[test]
+    fn an_ascii_bus_defaults_to_seven_data_bits_even_parity() {
+        let bare = GOOD
+            .replace("kind = \"rtu\"", "kind = \"ascii\"")
+            .replace("parity = \"even\"\ndata_bits = 8\nstop_bits = 1\n", "");
+        let cfg = load(&bare).unwrap();
+        let Transport::Ascii(s) = &cfg.buses[0].transport else {
+            panic!("an ascii transport")
+        };
+        // Serial Line V1.02 §2.5.2: 7 data bits, even parity, 1 stop bit.
+        assert_eq!(
+            (s.parity, s.data_bits, s.stop_bits),
+            (Parity::Even, DataBits::Seven, StopBits::One)
+        );
+        // 8N1 stays possible for devices that use it.
+        let eight = GOOD
+            .replace("kind = \"rtu\"", "kind = \"ascii\"")
+            .replace("parity = \"even\"", "parity = \"none\"");
+        let cfg = load(&eight).unwrap();
+        let Transport::Ascii(s) = &cfg.buses[0].transport else {
+            panic!("an ascii transport")
+        };
+        assert_eq!((s.parity, s.data_bits), (Parity::None, DataBits::Eight));
+        // Like RTU, an ASCII bus addresses units 1..=247 and has no `address`.
+        let err = invalid(
+            &GOOD
+                .replace("kind = \"rtu\"", "kind = \"ascii\"")
+                .replace("unit_id = 1", "unit_id = 0"),
+        );
+        assert!(err.message.contains("ascii bus"), "{err}");
+        let err = invalid(
+            &GOOD
+                .replace("kind = \"rtu\"", "kind = \"ascii\"")
+                .replace("path = \"/dev/ttyUSB0\"", "address = \"10.0.0.1:502\""),
+        );
+        assert_eq!(err.key, "bus[0].address");
+    }
+
+    #[test]
     fn a_baud_of_zero_is_refused() {
         let err = invalid(&GOOD.replace("baud = 9600", "baud = 0"));
         assert_eq!((err.key.as_str(), err.line), ("bus[0].baud", 10));

@@ -415,3 +415,254 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> DeviceClient for AsciiClient<T> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{DuplexStream, duplex};
+    use tokio_modbus::ExceptionCode;
+
+    use super::*;
+
+    /// The slave end of a duplex line: reads one request frame at a time.
+    struct Slave {
+        io: DuplexStream,
+        buf: BytesMut,
+    }
+
+    impl Slave {
+        async fn request(&mut self) -> AsciiFrame {
+            loop {
+                if let Some(f) = AsciiCodec.decode(&mut self.buf).unwrap() {
+                    return f;
+                }
+                assert!(self.io.read_buf(&mut self.buf).await.unwrap() > 0);
+            }
+        }
+
+        async fn send(&mut self, wire: &[u8]) {
+            self.io.write_all(wire).await.unwrap();
+        }
+
+        async fn reply(&mut self, address: u8, rsp: &Response) {
+            let mut wire = BytesMut::new();
+            AsciiCodec
+                .encode(
+                    &AsciiFrame {
+                        address,
+                        pdu: rsp.encode().unwrap(),
+                    },
+                    &mut wire,
+                )
+                .unwrap();
+            self.send(&wire).await;
+        }
+    }
+
+    fn line(timeout: Duration) -> (AsciiClient<DuplexStream>, Slave) {
+        let (a, b) = duplex(1024);
+        (
+            AsciiClient::attach(a, timeout),
+            Slave {
+                io: b,
+                buf: BytesMut::new(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_read_sends_the_spec_frame_and_returns_the_registers() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        let slave = tokio::spawn(async move {
+            let mut raw = BytesMut::new();
+            // unit 17, FC03 read 3 from 0x006B, LRC 7E: byte for byte
+            while raw.len() < 17 {
+                s.io.read_buf(&mut raw).await.unwrap();
+            }
+            assert_eq!(&raw[..], b":1103006B00037E\r\n");
+            // unit 17, FC03, 6 bytes: 0xAE41 0x5652 0x4340 (§6.3 example)
+            s.reply(
+                0x11,
+                &Response::ReadHoldingRegisters(vec![0xAE41, 0x5652, 0x4340]),
+            )
+            .await;
+            s
+        });
+        let words = c
+            .read_holding_registers(0x11, 0x6B, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(words, [0xAE41, 0x5652, 0x4340]);
+        slave.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn coil_reads_are_truncated_to_the_requested_count() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        tokio::spawn(async move {
+            s.request().await;
+            // FC01 19 coils from 0x13: CD 6B 05 (§6.1)
+            s.reply(
+                1,
+                &Response::ReadCoils(pdu::unpack_bits(&[0xCD, 0x6B, 0x05])),
+            )
+            .await;
+        });
+        let bits = c.read_coils(1, 0x13, 19).await.unwrap().unwrap();
+        let expect: Vec<bool> = "1011001111010110101".chars().map(|c| c == '1').collect();
+        assert_eq!(bits, expect);
+    }
+
+    #[tokio::test]
+    async fn an_exception_reply_is_a_device_exception_not_a_transport_error() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        tokio::spawn(async move {
+            s.request().await;
+            // unit 1, 0x83 02: FC03 ILLEGAL DATA ADDRESS, LRC 7A
+            s.send(b":0183027A\r\n").await;
+        });
+        let got = c.read_holding_registers(1, 0, 5).await;
+        assert_eq!(got, Ok(Err(Exception(ExceptionCode::IllegalDataAddress))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_unit_times_out_and_the_line_still_works_afterwards() {
+        let (mut c, mut s) = line(Duration::from_millis(300));
+        let slave = tokio::spawn(async move {
+            s.request().await; // unit 9: nobody answers
+            let req = s.request().await;
+            assert_eq!(req.address, 1);
+            s.reply(1, &Response::ReadInputRegisters(vec![10])).await;
+            s
+        });
+        assert_eq!(
+            c.read_input_registers(9, 8, 1).await,
+            Err(TransportError::Timeout(Duration::from_millis(300)))
+        );
+        assert_eq!(c.read_input_registers(1, 8, 1).await, Ok(Ok(vec![10])));
+        slave.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_from_another_unit_or_function_is_a_transport_error() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        tokio::spawn(async move {
+            s.request().await;
+            // unit 2 answers a request for unit 1
+            s.reply(2, &Response::ReadHoldingRegisters(vec![1])).await;
+            s.request().await;
+            // FC04 reply to an FC03 request
+            s.reply(1, &Response::ReadInputRegisters(vec![1])).await;
+            s.request().await;
+            // FC03 reply with 2 registers to a request for 1
+            s.reply(1, &Response::ReadHoldingRegisters(vec![1, 2]))
+                .await;
+            s.request().await;
+            // wrong LRC (FC instead of FB)
+            s.send(b":010300000001FC\r\n").await;
+            s
+        });
+        for _ in 0..4 {
+            let got = c.read_holding_registers(1, 0, 1).await;
+            assert!(matches!(got, Err(TransportError::Io(_))), "{got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_input_is_discarded_before_a_request() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        // a late reply to an earlier request is already waiting on the line
+        s.reply(1, &Response::ReadHoldingRegisters(vec![0xDEAD]))
+            .await;
+        tokio::task::yield_now().await;
+        let slave = tokio::spawn(async move {
+            s.request().await;
+            s.reply(1, &Response::ReadHoldingRegisters(vec![42])).await;
+            s
+        });
+        assert_eq!(c.read_holding_registers(1, 0, 1).await, Ok(Ok(vec![42])));
+        slave.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broadcast_write_is_not_awaited_and_reads_cannot_be_broadcast() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        // unit 0 FC06 register 1 = 3; nobody will ever answer
+        assert_eq!(c.write_single_register(0, 1, 3).await, Ok(Ok(())));
+        let req = s.request().await;
+        assert_eq!(
+            (req.address, req.pdu),
+            (0, vec![0x06, 0x00, 0x01, 0x00, 0x03])
+        );
+        assert!(matches!(
+            c.read_holding_registers(0, 0, 1).await,
+            Err(TransportError::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn writes_check_the_echo() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let req = s.request().await;
+            // FC05 coil 0xAC ON, echoed
+            assert_eq!(req.pdu, [0x05, 0x00, 0xAC, 0xFF, 0x00]);
+            s.reply(
+                1,
+                &Response::WriteSingleCoil {
+                    addr: 0xAC,
+                    on: true,
+                },
+            )
+            .await;
+            s.request().await;
+            // FC10 reply naming 1 register where 2 were written
+            s.reply(1, &Response::WriteMultipleRegisters { addr: 1, count: 1 })
+                .await;
+        });
+        assert_eq!(c.write_single_coil(1, 0xAC, true).await, Ok(Ok(())));
+        assert!(matches!(
+            c.write_multiple_registers(1, 1, &[10, 258]).await,
+            Err(TransportError::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_closed_line_is_an_io_error_and_an_attached_stream_is_not_reopened() {
+        let (mut c, s) = line(Duration::from_secs(1));
+        drop(s);
+        assert!(matches!(
+            c.read_coils(1, 0, 1).await,
+            Err(TransportError::Io(_))
+        ));
+        assert!(matches!(
+            c.read_coils(1, 0, 1).await,
+            Err(TransportError::Connect { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_serial_port_is_a_connect_error_then_waits_before_retrying() {
+        let bus = BusConfig {
+            name: "ascii".into(),
+            transport: Transport::Ascii(crate::config::SerialSettings {
+                path: "/nonexistent/ttyUSB9".into(),
+                baud: 9600,
+                parity: crate::config::Parity::Even,
+                data_bits: crate::config::DataBits::Seven,
+                stop_bits: crate::config::StopBits::One,
+            }),
+            timeout: Duration::from_millis(100),
+            max_gap: 0,
+        };
+        let mut c = AsciiClient::new(&bus);
+        assert!(matches!(
+            c.read_holding_registers(1, 0, 1).await,
+            Err(TransportError::Connect { .. })
+        ));
+        assert!(matches!(
+            c.read_holding_registers(1, 0, 1).await,
+            Err(TransportError::Reconnecting { .. })
+        ));
+    }
+}
