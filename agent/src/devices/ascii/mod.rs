@@ -641,6 +641,33 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn an_ascii_bus_opens_its_port_7e1_by_default() {
+        // A pty cannot carry parity (stack-notes pitfall 12), so the line
+        // settings are checked on the builder the client opens the port with.
+        let text = r#"[server]
+url = "ws://127.0.0.1:8080/agent/v1/ws"
+agent_id = "0b6f3c1e-8a5b-4c1d-9e2f-3a4b5c6d7e8f"
+secret = "not-the-placeholder"
+[[bus]]
+name = "ascii"
+kind = "ascii"
+path = "/dev/ttyUSB1"
+baud = 19200
+"#;
+        let cfg = crate::config::AgentConfig::from_toml("a.toml", text, std::path::Path::new("."))
+            .unwrap();
+        let Transport::Ascii(s) = &cfg.buses[0].transport else {
+            panic!("an ascii bus")
+        };
+        let expected = tokio_serial::new("/dev/ttyUSB1", 19200)
+            .data_bits(tokio_serial::DataBits::Seven)
+            .parity(tokio_serial::Parity::Even)
+            .stop_bits(tokio_serial::StopBits::One)
+            .flow_control(tokio_serial::FlowControl::None);
+        assert_eq!(port_builder(s), expected);
+    }
+
     #[tokio::test]
     async fn a_missing_serial_port_is_a_connect_error_then_waits_before_retrying() {
         let bus = BusConfig {
