@@ -128,9 +128,18 @@ pub fn describe(cfg: &AgentConfig) -> String {
     for bus in &cfg.buses {
         let how = match &bus.transport {
             Transport::Tcp { address } => format!("tcp {address}"),
-            Transport::Rtu(r) => format!(
-                "rtu {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
-                r.path, r.baud, r.parity, r.data_bits, r.stop_bits
+            Transport::Rtu(r) | Transport::Ascii(r) => format!(
+                "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                if matches!(bus.transport, Transport::Ascii(_)) {
+                    "ascii"
+                } else {
+                    "rtu"
+                },
+                r.path,
+                r.baud,
+                r.parity,
+                r.data_bits,
+                r.stop_bits
             ),
         };
         let _ = writeln!(s, "bus {}: {how}, timeout {:?}", bus.name, bus.timeout);

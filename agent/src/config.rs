@@ -125,6 +125,8 @@ pub struct BusConfig {
 pub enum Transport {
     /// Modbus RTU over a serial port.
     Rtu(SerialSettings),
+    /// Modbus ASCII over a serial port (Serial Line V1.02 §2.5.2).
+    Ascii(SerialSettings),
     /// Modbus TCP to `host:port`.
     Tcp {
         /// `host:port`, resolved at each connect.
@@ -287,6 +289,7 @@ struct RawServer {
 #[serde(rename_all = "snake_case")]
 enum BusKind {
     Rtu,
+    Ascii,
     Tcp,
 }
 
@@ -511,7 +514,7 @@ impl Validator<'_> {
                         return self.err(
                             span,
                             key(field),
-                            "only applies to `kind = \"rtu\"` buses",
+                            "only applies to serial (`kind = \"rtu\"` or `\"ascii\"`) buses",
                         );
                     }
                 }
@@ -537,7 +540,9 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu => {
+            BusKind::Rtu | BusKind::Ascii => {
+                // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
+                let ascii = raw.kind == BusKind::Ascii;
                 if let Some(a) = &raw.address {
                     return self.err(
                         a.span(),
@@ -549,7 +554,7 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         key("path"),
-                        "missing: an rtu bus needs the serial port `path`",
+                        "missing: a serial (rtu or ascii) bus needs the serial port `path`",
                     );
                 };
                 let baud = match raw.baud {
@@ -560,6 +565,7 @@ impl Validator<'_> {
                     Some(b) => b.into_inner(),
                 };
                 let data_bits = match raw.data_bits.as_ref().map(|d| (d.span(), *d.get_ref())) {
+                    None if ascii => DataBits::Seven,
                     None | Some((_, 8)) => DataBits::Eight,
                     Some((_, 7)) => DataBits::Seven,
                     Some((s, n)) => {
@@ -581,13 +587,20 @@ impl Validator<'_> {
                         );
                     }
                 };
-                Transport::Rtu(SerialSettings {
+                let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
-                    parity: raw.parity.unwrap_or(Parity::None),
+                    parity: raw
+                        .parity
+                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
                     data_bits,
                     stop_bits,
-                })
+                };
+                if ascii {
+                    Transport::Ascii(settings)
+                } else {
+                    Transport::Rtu(settings)
+                }
             }
         };
         Ok(BusConfig {
@@ -624,7 +637,7 @@ impl Validator<'_> {
         let unit = *raw.unit_id.get_ref();
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
-            Transport::Rtu(_) => 1..=247,
+            Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
         };
@@ -636,10 +649,10 @@ impl Validator<'_> {
                     "unit_id {unit} is outside {}..={} for a {} bus",
                     unit_range.start(),
                     unit_range.end(),
-                    if matches!(bus.transport, Transport::Rtu(_)) {
-                        "rtu"
-                    } else {
-                        "tcp"
+                    match bus.transport {
+                        Transport::Rtu(_) => "rtu",
+                        Transport::Ascii(_) => "ascii",
+                        Transport::Tcp { .. } => "tcp",
                     }
                 ),
             );
@@ -860,6 +873,44 @@ poll_interval_ms = 5000
         assert!(err.to_string().contains("when_full"), "{err}");
         let err = invalid(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
         assert_eq!(err.key, "metrics.listen");
+    }
+
+    #[test]
+    fn an_ascii_bus_defaults_to_seven_data_bits_even_parity() {
+        let bare = GOOD
+            .replace("kind = \"rtu\"", "kind = \"ascii\"")
+            .replace("parity = \"even\"\ndata_bits = 8\nstop_bits = 1\n", "");
+        let cfg = load(&bare).unwrap();
+        let Transport::Ascii(s) = &cfg.buses[0].transport else {
+            panic!("an ascii transport")
+        };
+        // Serial Line V1.02 §2.5.2: 7 data bits, even parity, 1 stop bit.
+        assert_eq!(
+            (s.parity, s.data_bits, s.stop_bits),
+            (Parity::Even, DataBits::Seven, StopBits::One)
+        );
+        // 8N1 stays possible for devices that use it.
+        let eight = GOOD
+            .replace("kind = \"rtu\"", "kind = \"ascii\"")
+            .replace("parity = \"even\"", "parity = \"none\"");
+        let cfg = load(&eight).unwrap();
+        let Transport::Ascii(s) = &cfg.buses[0].transport else {
+            panic!("an ascii transport")
+        };
+        assert_eq!((s.parity, s.data_bits), (Parity::None, DataBits::Eight));
+        // Like RTU, an ASCII bus addresses units 1..=247 and has no `address`.
+        let err = invalid(
+            &GOOD
+                .replace("kind = \"rtu\"", "kind = \"ascii\"")
+                .replace("unit_id = 1", "unit_id = 0"),
+        );
+        assert!(err.message.contains("ascii bus"), "{err}");
+        let err = invalid(
+            &GOOD
+                .replace("kind = \"rtu\"", "kind = \"ascii\"")
+                .replace("path = \"/dev/ttyUSB0\"", "address = \"10.0.0.1:502\""),
+        );
+        assert_eq!(err.key, "bus[0].address");
     }
 
     #[test]

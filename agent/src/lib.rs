@@ -52,7 +52,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::AgentConfig,
-    devices::ModbusClient,
+    devices::BusClient,
     uplink::session::{Session, SessionConfig},
 };
 
@@ -131,7 +131,7 @@ impl Agent {
             if devices.is_empty() {
                 continue;
             }
-            let client = ModbusClient::new(bus);
+            let client = BusClient::new(bus);
             tasks.spawn(poller::run_bus(
                 bus.name.clone(),
                 client,

@@ -1,5 +1,6 @@
 //! Talking to field devices: the [`DeviceClient`] trait and its Modbus
-//! implementation over TCP and RTU ([`modbus::ModbusClient`]).
+//! implementation over TCP and RTU ([`modbus::ModbusClient`]), plus Modbus
+//! ASCII ([`ascii::AsciiClient`]); [`BusClient`] picks one per bus.
 //!
 //! Results are nested like tokio-modbus's own: the outer `Result` is the
 //! transport (I/O, timeout, bad frame: retry with back-off, mark the device
@@ -7,12 +8,16 @@
 //! (a configuration error: report it, do not treat it as a link fault). See
 //! STYLE.md §3.
 
+pub mod ascii;
+pub mod bus;
 pub mod modbus;
 
 use std::{fmt, future::Future, time::Duration};
 
 use crate::registers::{Function, PlannedRead};
 
+pub use ascii::AsciiClient;
+pub use bus::BusClient;
 pub use modbus::ModbusClient;
 
 /// A Modbus exception reply (Modbus Application Protocol V1.1b3 §7).

@@ -60,7 +60,7 @@ impl ModbusClient {
     fn target(&self) -> String {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
-            Transport::Rtu(s) => s.path.clone(),
+            Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
         }
     }
 }
@@ -80,6 +80,8 @@ async fn connect(transport: Transport) -> Result<Context, String> {
                     .await
                     .map_err(|e| e.to_string())
             }
+            // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
+            Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
             Transport::Rtu(settings) => {
                 let port = tokio_serial::SerialStream::open(&port_builder(settings))
                     .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ a third-party implementation puts on the wire.
 
     pymodbus_server.py tcp            # binds 127.0.0.1:0, prints "READY tcp <port>"
     pymodbus_server.py rtu <tty>      # RTU 9600 8N1 unit 1, prints "READY rtu <tty>"
+    pymodbus_server.py ascii <tty>    # ASCII 9600 8N1 units 1 and 17, prints "READY ascii <tty>"
 
 The process runs until killed. Uses the SimData/SimDevice API (stack-notes §3):
 with SimData, address=0 is protocol address 0; `slave=` no longer exists.
@@ -39,6 +40,54 @@ def device() -> SimDevice:
     return SimDevice(UNIT_ID, simdata=[SimData(address=BANK_START, values=regs, datatype=DataType.REGISTERS)])
 
 
+# Unit 17 (0x11) in ascii mode serves the worked examples of the Modbus
+# Application Protocol V1.1b3 §6.1-6.4 in separate coil/input/register blocks.
+SPEC_UNIT_ID = 17
+SPEC_COILS = (0x13, [True, False, True, True, False, False, True, True,      # CD
+                     True, True, False, True, False, True, True, False,      # 6B
+                     True, False, True])                                     # 05 (19 coils)
+SPEC_DISCRETE = (0xC4, [False, False, True, True, False, True, False, True,  # AC
+                        True, True, False, True, True, False, True, True,    # DB
+                        True, False, True, False, True, True])               # 35 (22 inputs)
+SPEC_HOLDING = (0x6B, [0xAE41, 0x5652, 0x4340])
+SPEC_INPUT = (0x08, [0x000A])
+
+
+def spec_device() -> SimDevice:
+    def block(spec, datatype):
+        return [SimData(address=spec[0], values=spec[1], datatype=datatype)]
+
+    return SimDevice(
+        SPEC_UNIT_ID,
+        simdata=(
+            block(SPEC_COILS, DataType.BITS),
+            block(SPEC_DISCRETE, DataType.BITS),
+            block(SPEC_HOLDING, DataType.REGISTERS),
+            block(SPEC_INPUT, DataType.REGISTERS),
+        ),
+    )
+
+
+def absent_units_stay_silent() -> None:
+    """Make `ignore_missing_devices=True` work with the SimDevice API.
+
+    pymodbus 3.16's SimCore looks an unknown id up as device 0 and raises
+    KeyError, which the request handler turns into exception 04 instead of
+    the NoSuchIdException that `ignore_missing_devices` is checked for.
+    """
+    from pymodbus.exceptions import NoSuchIdException
+    from pymodbus.simulator.simcore import SimCore
+
+    def get_device(self, device_id):
+        if device_id in self.devices:
+            return self.devices[device_id]
+        if 0 in self.devices:
+            return self.devices[0]
+        raise NoSuchIdException(f"no device {device_id}")
+
+    SimCore._SimCore__get_device = get_device
+
+
 async def main() -> None:
     if len(sys.argv) >= 2 and sys.argv[1] == "tcp":
         server = ModbusTcpServer(device(), address=("127.0.0.1", 0))
@@ -52,6 +101,26 @@ async def main() -> None:
         )
         await server.serve_forever(background=True)
         print(f"READY rtu {sys.argv[2]}", flush=True)
+    elif len(sys.argv) >= 3 and sys.argv[1] == "ascii":
+        absent_units_stay_silent()
+        # 8N1 rather than ASCII's usual 7E1: pymodbus cannot set parity, nor 7
+        # data bits, on a pty (stack-notes pitfall 12).
+        server = ModbusSerialServer(
+            [device(), spec_device()],
+            framer=FramerType.ASCII,
+            port=sys.argv[2],
+            baudrate=9600,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            # Behave like a real RS-485 line: an absent unit stays silent
+            # (pymodbus would otherwise answer for it with exception 04) and
+            # unit 0 is a broadcast that every unit executes without replying.
+            ignore_missing_devices=True,
+            broadcast_enable=True,
+        )
+        await server.serve_forever(background=True)
+        print(f"READY ascii {sys.argv[2]}", flush=True)
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
