@@ -93,7 +93,10 @@ fn main() {
     println!("| measurement | readings/s | vs synchronous=OFF file | vs in-memory |");
     println!("|---|---:|---:|---:|");
     for (label, per_txn) in [
-        ("durable append, 1 poll (10 readings) per transaction", POINTS),
+        (
+            "durable append, 1 poll (10 readings) per transaction",
+            POINTS,
+        ),
         ("durable append, 1 reading per transaction", 1),
     ] {
         let full = appends(Store::Full, per_txn, budget);
