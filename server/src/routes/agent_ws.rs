@@ -178,11 +178,18 @@ impl Link {
                     ),
                     Err(IngestError::Store(e)) => {
                         log_store_error(&self.agent, &e);
-                        error(
+                        // Close after refusing: `last_acked_seq` is the highest
+                        // committed seq, so committing a later batch of this
+                        // session would make the agent forget this one on its
+                        // next welcome. The agent reconnects and resends every
+                        // unacked reading under new seqs.
+                        let reply = error(
                             ErrorCode::TemporarilyUnavailable,
                             "not stored; send again later",
                             Some(batch.seq),
-                        )
+                        );
+                        send(session, &reply).await;
+                        return Next::Close;
                     }
                 }
             }
