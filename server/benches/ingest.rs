@@ -24,7 +24,10 @@
 //! Arguments (all optional): `--agents 1,4,16 --batch 2000 --ws-readings 200000
 //! --store-readings 200000 --rounds 5 --naive-readings 20000 --min-rows 1000000`.
 
-#![expect(clippy::unwrap_used, reason = "a benchmark binary; a panic is a failed run")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a benchmark binary; a panic is a failed run"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -225,8 +228,8 @@ where
 /// Pre-serialised readings frames for one agent (serialising is the agent's
 /// work, not the server's, so it stays out of the timing).
 fn frames_for(batches: usize, batch: usize, phase_ms: i64) -> Vec<String> {
-    let base = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(phase_ms) * 1_000_000)
-        .unwrap();
+    let base =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(phase_ms) * 1_000_000).unwrap();
     (0..batches)
         .map(|b| {
             let readings = (0..batch)
@@ -288,7 +291,9 @@ async fn copy_batches(conn: &mut PgConnection, batches: &[Vec<NewReading>]) -> D
     let t = Instant::now();
     for buf in bufs {
         let mut copy = conn
-            .copy_in_raw("COPY readings (point_id, ts_ms, value, quality) FROM STDIN (FORMAT binary)")
+            .copy_in_raw(
+                "COPY readings (point_id, ts_ms, value, quality) FROM STDIN (FORMAT binary)",
+            )
             .await
             .unwrap();
         copy.send(buf).await.unwrap();
@@ -340,10 +345,14 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|c| c
-                .lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
             .unwrap_or_else(|| "unknown CPU".into())
     );
     println!("# Server ingest benchmark\nmachine: {machine}");
@@ -414,8 +423,7 @@ async fn main() {
     // multi-row path and binary COPY.
     let mut copy_conn = PgConnection::connect(&pg.url).await.unwrap();
     let per_round = (a.store_readings / a.rounds).max(a.batch);
-    let (mut ours, mut portable, mut copy) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut ours, mut portable, mut copy) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..a.rounds {
         let b = chunked(rows(&points, phase_ms, per_round), a.batch);
         ours += store_batches(&db, &b, false).await;
@@ -430,13 +438,14 @@ async fn main() {
     let n = per_round * a.rounds;
     let (r_ours, r_portable, r_copy) = (rate(n, ours), rate(n, portable), rate(n, copy));
     let line = |name: &str, d: Duration, r: f64| {
-        println!(
-            "| {name} | 1 | {n} | {:.2} | {r:.0} | |",
-            d.as_secs_f64()
-        )
+        println!("| {name} | 1 | {n} | {:.2} | {r:.0} | |", d.as_secs_f64())
     };
     line("store: unnest arrays (ours on PostgreSQL)", ours, r_ours);
-    line("store: multi-row INSERT (portable path)", portable, r_portable);
+    line(
+        "store: multi-row INSERT (portable path)",
+        portable,
+        r_portable,
+    );
     line("binary COPY", copy, r_copy);
 
     // (c) naive: one autocommitted INSERT per reading.
@@ -444,14 +453,16 @@ async fn main() {
     phase_ms += 10 * 365 * 86_400_000;
     let t = Instant::now();
     for r in &naive_rows {
-        sqlx::query("INSERT INTO readings (point_id, ts_ms, value, quality) VALUES ($1, $2, $3, $4)")
-            .bind(r.point_id.0)
-            .bind(r.ts_ms)
-            .bind(r.value)
-            .bind(r.quality.as_i16())
-            .execute(&mut copy_conn)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO readings (point_id, ts_ms, value, quality) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(r.point_id.0)
+        .bind(r.ts_ms)
+        .bind(r.value)
+        .bind(r.quality.as_i16())
+        .execute(&mut copy_conn)
+        .await
+        .unwrap();
     }
     let naive = t.elapsed();
     println!(
@@ -462,8 +473,13 @@ async fn main() {
     );
 
     println!();
-    println!("ratios: store(unnest)/COPY = {:.0} %, ws best/COPY = {:.0} %, multi-row/COPY = {:.0} %, unnest/multi-row = {:.2}x",
-        100.0 * r_ours / r_copy, 100.0 * best_ws / r_copy, 100.0 * r_portable / r_copy, r_ours / r_portable);
+    println!(
+        "ratios: store(unnest)/COPY = {:.0} %, ws best/COPY = {:.0} %, multi-row/COPY = {:.0} %, unnest/multi-row = {:.2}x",
+        100.0 * r_ours / r_copy,
+        100.0 * best_ws / r_copy,
+        100.0 * r_portable / r_copy,
+        r_ours / r_portable
+    );
 
     // Size per stored reading, after at least `min_rows` rows.
     let have = count_rows(&db).await as usize;

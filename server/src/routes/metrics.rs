@@ -12,11 +12,17 @@ use crate::{error::AppError, state::AppState};
 /// (hashing first makes the lengths equal).
 fn token_matches(presented: &str, expected: &str) -> bool {
     let (a, b) = (Sha256::digest(presented), Sha256::digest(expected));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Serve the metrics to a holder of the token.
-pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let Some(expected) = state.settings.metrics.token() else {
         return Err(AppError::NotFound);
     };

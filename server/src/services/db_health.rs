@@ -73,7 +73,13 @@ mod tests {
         let t0 = Instant::now();
         let ttl = Duration::from_secs(3);
         assert_eq!(cached(None, t0, ttl), None);
-        assert_eq!(cached(Some((t0, false)), t0 + Duration::from_secs(2), ttl), Some(false));
-        assert_eq!(cached(Some((t0, true)), t0 + Duration::from_secs(3), ttl), None);
+        assert_eq!(
+            cached(Some((t0, false)), t0 + Duration::from_secs(2), ttl),
+            Some(false)
+        );
+        assert_eq!(
+            cached(Some((t0, true)), t0 + Duration::from_secs(3), ttl),
+            None
+        );
     }
 }

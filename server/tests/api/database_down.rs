@@ -6,8 +6,8 @@ use protocol::{ErrorCode, ServerToAgent};
 use server::{config::Settings, domain::UserId, startup::Application, store};
 
 use crate::helpers::{
-    TestAgent, TestApp, TestDb, batch, eventually, postgres_only, reading, refused_status, spawn_app_on,
-    start,
+    TestAgent, TestApp, TestDb, batch, eventually, postgres_only, reading, refused_status,
+    spawn_app_on, start,
 };
 
 fn now_unix() -> i64 {
@@ -196,7 +196,11 @@ impl Outage {
 
 async fn login_notice_shown(app: &TestApp) -> bool {
     let res = app.get("/login").await;
-    assert_eq!(res.status(), 200, "the login page renders without a database");
+    assert_eq!(
+        res.status(),
+        200,
+        "the login page renders without a database"
+    );
     res.text()
         .await
         .unwrap()

@@ -28,10 +28,7 @@ async fn scrape(app: &TestApp, auth: Option<&str>) -> reqwest::Response {
 async fn metrics_are_not_found_when_no_token_is_configured() {
     let app = spawn_app().await;
     assert_eq!(scrape(&app, None).await.status(), 404);
-    assert_eq!(
-        scrape(&app, Some("Bearer anything")).await.status(),
-        404
-    );
+    assert_eq!(scrape(&app, Some("Bearer anything")).await.status(), 404);
 }
 
 #[tokio::test]
@@ -84,7 +81,9 @@ async fn metrics_report_committed_duplicate_and_rejected_readings_and_agent_stat
             .text()
             .await
             .unwrap()
-            .contains(&format!("homecontrol_agent_buffered_readings{{{agent_label}}} 1234"))
+            .contains(&format!(
+                "homecontrol_agent_buffered_readings{{{agent_label}}} 1234"
+            ))
     })
     .await;
     let text = scrape(&app, Some(&auth)).await.text().await.unwrap();
@@ -104,12 +103,21 @@ async fn metrics_report_committed_duplicate_and_rejected_readings_and_agent_stat
     }
     let age_line = text
         .lines()
-        .find(|l| l.starts_with(&format!("homecontrol_agent_oldest_unsent_age_seconds{{{agent_label}}}")))
+        .find(|l| {
+            l.starts_with(&format!(
+                "homecontrol_agent_oldest_unsent_age_seconds{{{agent_label}}}"
+            ))
+        })
         .unwrap();
     let age: i64 = age_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((299..=400).contains(&age), "{age_line}");
     assert_eq!(
-        app.state.metrics.agent_status(seed.agent.id).unwrap().status.dropped_total,
+        app.state
+            .metrics
+            .agent_status(seed.agent.id)
+            .unwrap()
+            .status
+            .dropped_total,
         17
     );
 }
