@@ -30,6 +30,27 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// `GET /metrics` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetricsSettings {
+    /// Bearer token a scraper must send. Unset or empty: `/metrics` is 404,
+    /// so an install never exposes fleet details by accident.
+    pub token: Option<SecretString>,
+}
+
+impl MetricsSettings {
+    /// The token, when one is set and not empty.
+    pub fn token(&self) -> Option<&str> {
+        self.token
+            .as_ref()
+            .map(|t| t.expose_secret().trim())
+            .filter(|t| !t.is_empty())
+    }
 }
 
 /// Deployment environment.
@@ -149,6 +170,8 @@ pub const ENV_VARS: &[&str] = &[
     "SERVER_AUTH__COOKIE_SECURE",
     "SERVER_LOG__FORMAT",
     "SERVER_LOG__FILTER",
+    "SERVER_METRICS__TOKEN",
+    "SERVER_METRICS__TOKEN_FILE",
     "SERVER_CONFIG_DIR",
     "RUST_LOG",
 ];
@@ -372,6 +395,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("port"), "{err:#}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_a_non_empty_token_is_set() {
+        let off = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+        assert_eq!(off.metrics.token(), None);
+        let empty = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_METRICS__TOKEN", " ")]),
+        )
+        .unwrap();
+        assert_eq!(empty.metrics.token(), None);
+        let on = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_METRICS__TOKEN", "scrape-me")]),
+        )
+        .unwrap();
+        assert_eq!(on.metrics.token(), Some("scrape-me"));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::{
     config::Settings,
     error::AppError,
     hub::Hub,
-    routes::{agent_ws, assets, auth, health, live, pages, sites},
-    services::{auth::SessionKeys, throttle::LoginThrottle},
+    metrics::Metrics,
+    routes::{agent_ws, assets, auth, health, live, metrics, pages, sites},
+    services::{auth::SessionKeys, db_health::DbHealth, throttle::LoginThrottle},
     state::AppState,
     store,
     views::AssetTable,
@@ -57,6 +58,8 @@ impl Application {
             throttle: Arc::new(LoginThrottle::default()),
             hub: Hub::default(),
             assets: Arc::new(AssetTable::embedded()),
+            metrics: Arc::new(Metrics::new()),
+            db_health: DbHealth::default(),
             settings: Arc::new(settings),
         };
         let server = run(listener, state.clone())?;
@@ -115,6 +118,7 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             }))
             .route("/health", web::get().to(health::health))
             .route("/health/ready", web::get().to(health::ready))
+            .route("/metrics", web::get().to(metrics::metrics))
             .route("/static/{path:.*}", web::get().to(assets::static_file))
             .route("/agent/v1/ws", web::get().to(agent_ws::agent_link))
             .route("/login", web::get().to(auth::login_page))

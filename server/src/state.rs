@@ -7,7 +7,8 @@ use sea_orm::DatabaseConnection;
 use crate::{
     config::Settings,
     hub::Hub,
-    services::{auth::SessionKeys, throttle::LoginThrottle},
+    metrics::Metrics,
+    services::{auth::SessionKeys, db_health::DbHealth, throttle::LoginThrottle},
     views::AssetTable,
 };
 
@@ -26,4 +27,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Embedded static files.
     pub assets: Arc<AssetTable>,
+    /// Counters, gauges and the agents' latest status reports.
+    pub metrics: Arc<Metrics>,
+    /// Cached "does the database answer?".
+    pub db_health: DbHealth,
 }

@@ -287,6 +287,12 @@ pub fn translate(lang: &str, key: &str) -> &'static str {
             "Sign in to see your home.",
             "Kirjaudu nähdäksesi kotisi tiedot.",
         ),
+        "data_unavailable" => (
+            "Data temporarily unavailable: the data store cannot be reached right now. \
+             Signing in works again as soon as it returns.",
+            "Tiedot tilapäisesti poissa käytöstä: tietovarastoon ei juuri nyt saada yhteyttä. \
+             Kirjautuminen toimii taas heti, kun yhteys palaa.",
+        ),
         "email" => ("E-mail", "Sähköposti"),
         "password" => ("Password", "Salasana"),
         "sign_in" => ("Sign in", "Kirjaudu"),

@@ -143,6 +143,7 @@ impl Link {
                     Ok((welcome, index)) => {
                         if self.index.is_none() {
                             self.state.hub.agent_connected(self.agent.site.site_id);
+                            self.state.metrics.agents_connected.inc();
                         }
                         self.index = Some(index);
                         ServerToAgent::Welcome(welcome)
@@ -160,8 +161,18 @@ impl Link {
             }
             (_, None) => error(ErrorCode::HelloRequired, "send hello first", None),
             (AgentToServer::Readings(batch), Some(index)) => {
+                let started = std::time::Instant::now();
                 match ingest::store_batch(&self.state.db, &self.agent, index, &batch).await {
                     Ok(stored) => {
+                        let new = stored.inserted;
+                        let duplicate = (stored.values.len() as u64).saturating_sub(new);
+                        self.state.metrics.batch_committed(
+                            new,
+                            duplicate,
+                            stored.skipped as u64,
+                            started.elapsed(),
+                        );
+                        self.state.db_health.record(true);
                         if stored.skipped > 0 {
                             tracing::warn!(agent_id = %self.agent.id, seq = batch.seq, skipped = stored.skipped,
                                 "readings for unknown points or with non-finite values were skipped");
@@ -178,6 +189,7 @@ impl Link {
                     ),
                     Err(IngestError::Store(e)) => {
                         log_store_error(&self.agent, &e);
+                        self.state.metrics.batches_failed.inc();
                         // Close after refusing: `last_acked_seq` is the highest
                         // committed seq, so committing a later batch of this
                         // session would make the agent forget this one on its
@@ -200,9 +212,13 @@ impl Link {
                 return Next::Continue;
             }
             (AgentToServer::AgentStatus(status), Some(_)) => {
-                // Kept for the fleet view and metrics (next milestone); logged for now.
                 tracing::debug!(agent_id = %self.agent.id, buffered = status.buffered_readings,
                     dropped = status.dropped_total, "agent status");
+                self.state.metrics.record_agent_status(
+                    self.agent.id,
+                    status,
+                    std::time::SystemTime::now(),
+                );
                 return Next::Continue;
             }
             (AgentToServer::Unknown, Some(_)) => return Next::Continue,
@@ -267,6 +283,7 @@ async fn run_session(
     };
     if link.index.is_some() {
         state.hub.agent_disconnected(site);
+        state.metrics.agents_connected.dec();
     }
     tracing::info!(%agent_id, reason, "agent disconnected");
     let _ = session.close(None).await;

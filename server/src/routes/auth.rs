@@ -31,11 +31,15 @@ pub async fn login_page(
 ) -> Result<HttpResponse, AppError> {
     let (chrome, cookie) = chrome(&req, &state, None);
     let next = safe_next(query.next.as_deref().unwrap_or("/"));
+    // The form renders without the database; say so rather than let the
+    // person type a password that cannot be checked right now.
+    let notice = (!state.db_health.is_up(&state.db).await)
+        .then(|| crate::views::translate(&chrome.lang, "data_unavailable").to_owned());
     let page = LoginPage {
         chrome,
         email: String::new(),
         error: None,
-        notice: None,
+        notice,
         next,
     };
     render(StatusCode::OK, &page, cookie)

@@ -8,6 +8,8 @@ use crate::state::AppState;
 /// `GET /health`: the process answers. Always 200; says whether the database does.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let db_ok = state.db.execute_unprepared("SELECT 1").await.is_ok();
+    state.db_health.record(db_ok);
+    state.metrics.database_up.set(i64::from(db_ok));
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "database": if db_ok { "ok" } else { "unavailable" },

@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod health;
 pub mod live;
+pub mod metrics;
 pub mod pages;
 pub mod sites;
 

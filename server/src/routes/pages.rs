@@ -181,6 +181,7 @@ fn is_machine_path(path: &str) -> bool {
     path.starts_with("/api/")
         || path.starts_with("/agent/")
         || path.starts_with("/health")
+        || path == "/metrics"
         || path.starts_with("/static/")
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod db_health;
 pub mod ingest;
 pub mod secrets;
 pub mod sites;

@@ -6,7 +6,8 @@ use protocol::{ErrorCode, ServerToAgent};
 use server::{config::Settings, domain::UserId, startup::Application, store};
 
 use crate::helpers::{
-    TestAgent, TestApp, TestDb, batch, postgres_only, reading, refused_status, spawn_app_on, start,
+    TestAgent, TestApp, TestDb, batch, eventually, postgres_only, reading, refused_status,
+    spawn_app_on, start,
 };
 
 fn now_unix() -> i64 {
@@ -125,4 +126,133 @@ async fn a_server_whose_postgresql_is_unreachable_starts_and_says_so() {
             .unwrap()
             .contains("Wrong e-mail or password")
     );
+}
+
+/// Take the test's database away from the server (every session ended, then
+/// renamed) and give it back: what an outage followed by recovery looks like
+/// to the pool, without touching the shared PostgreSQL server.
+struct Outage {
+    admin: String,
+    name: String,
+}
+
+impl Outage {
+    fn of(db_url: &str) -> Self {
+        let mut url = url::Url::parse(db_url).unwrap();
+        let name = url.path().trim_start_matches('/').to_owned();
+        url.set_path("/postgres");
+        Self {
+            admin: url.to_string(),
+            name,
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        use sea_orm::sqlx::{Connection, postgres::PgConnection};
+        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
+        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    }
+
+    async fn begin(&self) {
+        // The server's pool reconnects at once, so end its sessions and rename
+        // in one statement batch; retry if a reconnect slipped in between.
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; \
+             ALTER DATABASE \"{0}\" RENAME TO \"{0}_away\"",
+            self.name
+        );
+        let mut tries = 0;
+        loop {
+            use sea_orm::sqlx::{Connection, postgres::PgConnection};
+            let mut conn = PgConnection::connect(&self.admin).await.unwrap();
+            let res = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            match res {
+                Ok(_) => return,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("starting the outage: {e}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("starting the outage: {e}"),
+            }
+        }
+    }
+
+    async fn end(&self) {
+        self.exec(&format!(
+            "ALTER DATABASE \"{0}_away\" RENAME TO \"{0}\"",
+            self.name
+        ))
+        .await;
+    }
+}
+
+async fn login_notice_shown(app: &TestApp) -> bool {
+    let res = app.get("/login").await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the login page renders without a database"
+    );
+    res.text()
+        .await
+        .unwrap()
+        .contains("Data temporarily unavailable")
+}
+
+#[tokio::test]
+async fn the_login_page_shows_no_outage_notice_while_the_database_answers() {
+    let app = crate::helpers::spawn_app().await;
+    assert!(!login_notice_shown(&app).await);
+}
+
+#[tokio::test]
+async fn after_an_outage_login_pages_and_agents_resume_by_themselves() {
+    if !postgres_only("after_an_outage_login_pages_and_agents_resume_by_themselves") {
+        return;
+    }
+    let app = spawn_app_on(TestDb::fresh_postgres().await).await;
+    let seed = app.seed().await;
+    app.login_ok(&seed.homeowner).await;
+    let mut agent = app.agent_with_hello(&seed.agent).await;
+    let dashboard = format!("/sites/{}", seed.site.site_id);
+    let outage = Outage::of(&app.db.url);
+
+    outage.begin().await;
+
+    // The health answer is cached for a few seconds, so the notice may lag.
+    eventually("the login page warns that data is unavailable", || {
+        login_notice_shown(&app)
+    })
+    .await;
+    assert_unavailable_page(&app, &dashboard).await;
+    let first = batch(1, vec![reading("outdoor_temp", 0, 1.0)]);
+    match agent.request(&first).await {
+        ServerToAgent::Error(e) => assert_eq!(e.code, ErrorCode::TemporarilyUnavailable),
+        other => panic!("expected temporarily_unavailable, got {other:?}"),
+    }
+
+    outage.end().await;
+
+    eventually("the login page drops the notice", || async {
+        !login_notice_shown(&app).await
+    })
+    .await;
+    eventually("the dashboard renders again", || async {
+        app.get(&dashboard).await.status() == 200
+    })
+    .await;
+    // The same link, the same batch: now it is committed and acknowledged.
+    match agent.request(&first).await {
+        ServerToAgent::Ack(a) => assert_eq!(a.seq, 1),
+        other => panic!("expected an ack after the outage, got {other:?}"),
+    }
+    assert_eq!(app.readings_count().await, 1);
 }

@@ -11,5 +11,7 @@ mod auth;
 mod database_down;
 mod health;
 mod helpers;
+mod ingest;
 mod live_feed;
+mod metrics;
 mod tenant_isolation;
