@@ -238,6 +238,14 @@ async fn after_an_outage_login_pages_and_agents_resume_by_themselves() {
         ServerToAgent::Error(e) => assert_eq!(e.code, ErrorCode::TemporarilyUnavailable),
         other => panic!("expected temporarily_unavailable, got {other:?}"),
     }
+    // Regression: the link must end after a refused batch. `last_acked_seq` is
+    // the highest committed seq, so a later batch committing on this link would
+    // make the agent forget the refused one at its next welcome.
+    assert_eq!(
+        agent.recv().await,
+        None,
+        "the server closes the link after refusing a batch"
+    );
 
     outage.end().await;
 
@@ -249,7 +257,10 @@ async fn after_an_outage_login_pages_and_agents_resume_by_themselves() {
         app.get(&dashboard).await.status() == 200
     })
     .await;
-    // The same link, the same batch: now it is committed and acknowledged.
+    // The server closed that link after refusing the batch (so no later batch
+    // could commit past it); the agent reconnects and resends.
+    drop(agent);
+    let mut agent = app.agent_with_hello(&seed.agent).await;
     match agent.request(&first).await {
         ServerToAgent::Ack(a) => assert_eq!(a.seq, 1),
         other => panic!("expected an ack after the outage, got {other:?}"),
