@@ -147,9 +147,13 @@ pub struct Buffer {
     backlog_end: i64,
 }
 
+// `AUTOINCREMENT` matters: without it SQLite reuses ids once the table is
+// empty, and a session's `backlog_end = MAX(id)` boundary would then classify
+// fresh readings as backlog already handled, stranding them until the next
+// reconnect. Regression: found by the fault suite's ledger check.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS readings(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL,
     point TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
@@ -163,6 +167,35 @@ CREATE INDEX IF NOT EXISTS readings_by_seq ON readings(seq) WHERE seq IS NOT NUL
 CREATE INDEX IF NOT EXISTS readings_by_ts ON readings(ts_ms);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// Rebuild a `readings` table created before ids were `AUTOINCREMENT`
+/// (keeping its rows, ids and order) in one transaction.
+fn migrate_to_autoincrement(conn: &Connection) -> rusqlite::Result<()> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match sql {
+        Some(sql) if !sql.contains("AUTOINCREMENT") => conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE readings RENAME TO readings_old;
+             DROP INDEX IF EXISTS readings_by_seq;
+             DROP INDEX IF EXISTS readings_by_ts;
+             CREATE TABLE readings(
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 device TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+                 value REAL NOT NULL, unit TEXT NOT NULL, quality INTEGER NOT NULL,
+                 bytes INTEGER NOT NULL, seq INTEGER);
+             INSERT INTO readings SELECT id, device, point, ts_ms, value, unit, quality, bytes, seq FROM readings_old;
+             DROP TABLE readings_old;
+             COMMIT;",
+        ),
+        _ => Ok(()),
+    }
+}
 
 const LEDGER_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger(
@@ -281,6 +314,7 @@ impl Buffer {
     }
 
     fn init(conn: Connection, cfg: BufferConfig) -> rusqlite::Result<Buffer> {
+        migrate_to_autoincrement(&conn)?;
         conn.execute_batch(SCHEMA)?;
         if cfg.ledger {
             conn.execute_batch(LEDGER_SCHEMA)?;
@@ -649,6 +683,47 @@ mod tests {
         assert_eq!(all_values(&b), vec![0.0, 1.0, 4.0, 5.0]);
         assert_eq!(b.stats().unwrap().readings, 4);
         assert_eq!(b.stats().unwrap().last_acked_seq, Some(99));
+    }
+
+    // Regression: with reused rowids, readings stored after the backlog was
+    // acked (table empty) fell under the session's backlog boundary and were
+    // never sent until the next reconnect.
+    #[test]
+    fn readings_stored_after_the_backlog_drained_are_sent_as_live() {
+        let mut b = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        b.append(&(0..3).map(r).collect::<Vec<_>>()).unwrap();
+        assert_eq!(b.begin_session(None).unwrap(), 3);
+        let backlog = b.take(Part::Backlog, 10).unwrap().unwrap();
+        b.ack(backlog.seq).unwrap();
+        b.append(&(3..5).map(r).collect::<Vec<_>>()).unwrap();
+        let live = b
+            .take(Part::Live, 10)
+            .unwrap()
+            .expect("fresh readings are live");
+        assert_eq!(values(&live), vec![3.0, 4.0]);
+        assert!(b.take(Part::Backlog, 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_buffer_file_from_before_autoincrement_is_migrated_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = file_buffer(&dir);
+        {
+            let conn = Connection::open(&cfg.path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE readings(id INTEGER PRIMARY KEY, device TEXT NOT NULL, point TEXT NOT NULL,
+                 ts_ms INTEGER NOT NULL, value REAL NOT NULL, unit TEXT NOT NULL, quality INTEGER NOT NULL,
+                 bytes INTEGER NOT NULL, seq INTEGER);
+                 INSERT INTO readings VALUES (7, 'hp', 'p', 1000, 42.0, 'degC', 0, 80, NULL);",
+            )
+            .unwrap();
+        }
+        let mut b = Buffer::open(cfg).unwrap();
+        assert_eq!(b.begin_session(None).unwrap(), 1);
+        assert_eq!(
+            values(&b.take(Part::Backlog, 10).unwrap().unwrap()),
+            vec![42.0]
+        );
     }
 
     #[test]
