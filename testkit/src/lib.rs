@@ -13,6 +13,7 @@
 //! ```
 
 pub mod browser;
+pub mod faults;
 pub mod db;
 pub mod live;
 pub mod stack;
