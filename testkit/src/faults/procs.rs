@@ -27,6 +27,9 @@ pub struct Proc {
     log: PathBuf,
     child: Option<Child>,
     stdout: Option<BufReader<ChildStdout>>,
+    /// Pipe stdout to us (for a ready line) instead of the log. Only for
+    /// processes that print little there: an unread full pipe blocks them.
+    pub pipe_stdout: bool,
     /// How many times it was started.
     pub starts: u32,
 }
@@ -48,11 +51,13 @@ impl Proc {
             log,
             child: None,
             stdout: None,
+            pipe_stdout: false,
             starts: 0,
         }
     }
 
-    /// Start it (stdout piped for a ready line, stderr appended to the log).
+    /// Start it, stdout and stderr appended to the log (stdout piped instead
+    /// when `pipe_stdout`).
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new()
@@ -60,12 +65,17 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
+        let stdout = if self.pipe_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::from(log.try_clone().context("duplicating the log handle")?)
+        };
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
         let mut child = cmd
@@ -265,13 +275,15 @@ impl SimProc {
     pub async fn start(port: u16, tick: Duration, log: PathBuf) -> anyhow::Result<Self> {
         let addr = format!("127.0.0.1:{port}");
         let tick_ms = tick.as_millis().to_string();
-        let proc = Proc::new(
+        let mut proc = Proc::new(
             "simulator",
             super::binary("agent")?,
             &["simulate", "eh203", "--tcp", &addr, "--tick-ms", &tick_ms],
             vec![],
             log,
         );
+        // It prints only its READY line on stdout; logs go to stderr.
+        proc.pipe_stdout = true;
         let mut s = SimProc { proc, port };
         s.power_on().await?;
         Ok(s)
