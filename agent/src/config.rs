@@ -38,6 +38,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
+    buffer::{BufferConfig, WhenFull},
     registers::{
         Point,
         profile::{self, RawPoint},
@@ -89,6 +90,8 @@ pub struct AgentConfig {
     pub buses: Vec<BusConfig>,
     /// Devices, unique by key; each names one of `buses`.
     pub devices: Vec<DeviceConfig>,
+    /// The on-disk buffer (`[buffer]`; every key optional).
+    pub buffer: BufferConfig,
 }
 
 /// The `[server]` table.
@@ -247,6 +250,19 @@ struct RawConfig {
     bus: Vec<Spanned<RawBus>>,
     #[serde(default)]
     device: Vec<Spanned<RawDevice>>,
+    buffer: Option<Spanned<RawBuffer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuffer {
+    path: Option<String>,
+    max_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    when_full: WhenFull,
+    thin_interval_s: Option<Spanned<u64>>,
+    #[serde(default)]
+    ledger: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,11 +345,48 @@ impl Validator<'_> {
             }
             devices.push(dev);
         }
+        let buffer = self.buffer(raw.buffer)?;
         Ok(AgentConfig {
             server,
             buses,
             devices,
+            buffer,
         })
+    }
+
+    fn buffer(&self, raw: Option<Spanned<RawBuffer>>) -> Result<BufferConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(BufferConfig::default());
+        };
+        let raw = raw.into_inner();
+        let mut cfg = BufferConfig::default();
+        if let Some(p) = raw.path {
+            // A relative path is relative to the config file, like profile paths.
+            cfg.path = self.base_dir.join(p);
+        }
+        if let Some(m) = raw.max_bytes {
+            if *m.get_ref() < 64 * 1024 {
+                return self.err(
+                    m.span(),
+                    "buffer.max_bytes",
+                    "must be at least 65536 (64 KiB)",
+                );
+            }
+            cfg.max_bytes = *m.get_ref();
+        }
+        cfg.when_full = raw.when_full;
+        if let Some(t) = raw.thin_interval_s {
+            if *t.get_ref() == 0 {
+                return self.err(
+                    t.span(),
+                    "buffer.thin_interval_s",
+                    "must be at least 1 second",
+                );
+            }
+            cfg.thin_interval = Duration::from_secs(*t.get_ref());
+        }
+        cfg.ledger = raw.ledger;
+        Ok(cfg)
     }
 
     fn server(&self, raw: Spanned<RawServer>) -> Result<ServerConfig, ConfigError> {

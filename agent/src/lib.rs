@@ -11,6 +11,8 @@
 //!   implementation over TCP and RTU (tokio-serial);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
+//! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
+//!   to before it counts as taken, bounded in bytes, with persistent batch seqs;
 //! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
 //!   loop with jittered reconnects and resend of unacknowledged batches;
 //! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
@@ -27,6 +29,7 @@
 //! ```
 
 pub mod backoff;
+pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod devices;
@@ -45,17 +48,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
+    buffer::Buffer,
     config::AgentConfig,
     devices::ModbusClient,
-    uplink::{
-        queue::MemoryQueue,
-        session::{Session, SessionConfig},
-    },
+    uplink::session::{Session, SessionConfig},
 };
 
-/// Capacity of the in-memory buffer, in readings (about a day of a 10-point
-/// device polled every 5 s).
-pub const BUFFER_READINGS: usize = 200_000;
 /// Feature flags announced in `Hello`.
 pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 
@@ -107,6 +105,8 @@ impl Agent {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        // Opened before polling starts: no reading is taken without a place to keep it.
+        let buffer = Buffer::open(self.cfg.buffer.clone()).context("opening the on-disk buffer")?;
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::channel(1024);
         let mut tasks = JoinSet::new();
@@ -132,8 +132,7 @@ impl Agent {
             ));
         }
         drop(tx);
-        let queue = MemoryQueue::new(BUFFER_READINGS, MemoryQueue::clock_seeded_first_seq());
-        let session = Session::new(self.session.clone(), self.hello(), queue);
+        let session = Session::new(self.session.clone(), self.hello(), buffer);
         tasks.spawn(uplink::run(
             self.cfg.server.clone(),
             session,

@@ -101,7 +101,7 @@ async fn upload_scenario(server: &mut FakeServer, sim: &Eh203Sim) {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let unacked = server
         .next_matching("an unacked batch", |s| {
-            readings_of(s).filter(|r| !r.2).map(|r| r.1)
+            readings_of(s).filter(|r| !r.2).map(|r| r.3)
         })
         .await;
     server
@@ -114,15 +114,19 @@ async fn upload_scenario(server: &mut FakeServer, sim: &Eh203Sim) {
             matches!(s.msg, AgentToServer::Hello(_)).then_some(s.conn)
         })
         .await;
-    let (conn, seq) = server
-        .next_matching("the unacked batch resent", |s| {
-            readings_of(s)
-                .filter(|r| r.1 == unacked)
-                .map(|r| (r.0, r.1))
-        })
-        .await;
-    assert!(conn >= 2, "resent on a new connection");
-    assert_eq!(seq, unacked);
+    // Its readings go out again (under a new seq: seqs are handed out in send order).
+    let mut missing: std::collections::BTreeSet<(String, time::OffsetDateTime)> =
+        unacked.iter().map(|r| (r.point.clone(), r.ts)).collect();
+    while !missing.is_empty() {
+        let (conn, _, _, rs) = server
+            .next_matching("the unacked readings resent", readings_of)
+            .await;
+        if conn >= 2 {
+            for r in rs {
+                missing.remove(&(r.point, r.ts));
+            }
+        }
+    }
     assert!(server.rejected_auth.lock().unwrap().is_empty());
 }
 
@@ -275,14 +279,23 @@ async fn readings_taken_while_the_server_is_down_are_delivered_when_it_comes_bac
         server.seen.try_recv().is_err(),
         "nothing got through while the server was down"
     );
+    // Live first: the newest value of each point, in a batch of its own...
     let first = server
         .next_matching("the first batch after the server came back", readings_of)
         .await;
-    let oldest = first.3.iter().map(|r| r.ts).min().unwrap();
+    let points: std::collections::BTreeSet<_> = first.3.iter().map(|r| &r.point).collect();
+    assert_eq!(points.len(), first.3.len(), "one value per point");
+    assert_eq!(points.len(), 10);
+    // ...then the backlog, oldest first.
+    let second = server
+        .next_matching("the backlog after the live values", readings_of)
+        .await;
+    let oldest = second.3.iter().map(|r| r.ts).min().unwrap();
     assert!(
         oldest - started < time::Duration::milliseconds(700),
         "the oldest reading ({oldest}) dates from the outage, not from the reconnect"
     );
+    assert!(oldest < first.3.iter().map(|r| r.ts).min().unwrap());
     stop.cancel();
     common::within("the agent to stop", handle)
         .await

@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         &agent_secret,
         sim_addr,
         std::time::Duration::from_millis(args.poll_ms.max(200)),
+        &args.data_dir.join("agent-buffer.db"),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agent_task = tokio::spawn(agent::Agent::build(cfg).run_until_stopped(async {

@@ -96,6 +96,8 @@ pub struct AgentCreds {
 
 /// A running agent; stopped when dropped.
 pub struct RunningAgent {
+    /// Holds the agent's buffer file; removed after the agent stops.
+    _buffer_dir: tempfile::TempDir,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -109,9 +111,16 @@ impl RunningAgent {
         sim_addr: SocketAddr,
         poll: Duration,
     ) -> anyhow::Result<Self> {
-        let cfg =
-            agent::sim::agent_config_for(server_ws_url, creds.id.0, &creds.secret, sim_addr, poll)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let buffer_dir = tempfile::tempdir()?;
+        let cfg = agent::sim::agent_config_for(
+            server_ws_url,
+            creds.id.0,
+            &creds.secret,
+            sim_addr,
+            poll,
+            &buffer_dir.path().join("agent-buffer.db"),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let session = agent::uplink::session::SessionConfig {
             batch_window: Duration::from_millis(100),
             ..Default::default()
@@ -124,6 +133,7 @@ impl RunningAgent {
                 .run_until_stopped(async move { stop.cancelled().await }),
         );
         Ok(RunningAgent {
+            _buffer_dir: buffer_dir,
             cancel,
             task: Some(task),
         })

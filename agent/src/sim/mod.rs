@@ -355,7 +355,7 @@ impl tokio_modbus::server::Service for SimService {
 }
 
 /// An agent configuration that polls one simulated EH-203 over Modbus TCP at
-/// `sim_addr` and streams to `server_url`: what the demo and the end-to-end
+/// `sim_addr` and streams to `server_url`, buffering in `buffer_path`: what the demo and the end-to-end
 /// tests run. Built from TOML text so it goes through the same validation as
 /// an installer's file.
 pub fn agent_config_for(
@@ -364,6 +364,7 @@ pub fn agent_config_for(
     secret: &str,
     sim_addr: std::net::SocketAddr,
     poll: Duration,
+    buffer_path: &std::path::Path,
 ) -> Result<crate::config::AgentConfig, crate::config::ConfigError> {
     let text = format!(
         r#"
@@ -385,8 +386,13 @@ bus = "lan"
 unit_id = 1
 profile = "ouman_eh203_modbus200"
 poll_interval_ms = {poll_ms}
+
+[buffer]
+path = "{buffer}"
 "#,
         poll_ms = poll.as_millis().max(100),
+        // TOML basic strings need backslashes escaped (Windows-style paths).
+        buffer = buffer_path.display().to_string().replace('\\', "\\\\"),
     );
     crate::config::AgentConfig::from_toml("simulated-site.toml", &text, std::path::Path::new("."))
 }

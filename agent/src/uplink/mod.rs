@@ -122,7 +122,8 @@ pub async fn run<Q: BatchQueue>(
         }
         // Wait before reconnecting, still taking in poller events.
         let delay = backoff.next_delay();
-        info!(retry_in = ?delay, buffered_batches = session.queue().len(), "uplink down; reconnecting later");
+        let buffered = session.queue().stats().map(|s| s.readings).unwrap_or(0);
+        info!(retry_in = ?delay, buffered, "uplink down; reconnecting later");
         let wake = Instant::now() + delay;
         loop {
             tokio::select! {

@@ -12,28 +12,36 @@ use std::{
 };
 
 use protocol::{
-    AgentToServer, DeviceStatus, ErrorCode, Hello, MAX_READINGS_PER_BATCH, Reading, ServerToAgent,
+    AgentStatus, AgentToServer, DeviceStatus, ErrorCode, Hello, MAX_READINGS_PER_BATCH, Reading,
+    ReadingsBatch, ServerToAgent,
 };
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::queue::BatchQueue;
+use super::queue::{BatchQueue, Part};
 
 /// Tunables of a session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Seal a batch once it holds this many readings.
+    /// Send a live batch once this many live readings wait.
     pub max_batch_readings: usize,
-    /// Seal a batch at most this long after its first reading arrived.
+    /// Send a live batch at most this long after its first reading arrived.
     pub batch_window: Duration,
+    /// Readings per backlog batch while draining after an outage.
+    pub drain_batch_readings: usize,
     /// Batches sent but not acknowledged; more wait for acks.
     pub max_in_flight: usize,
-    /// Resend a batch not acknowledged within this time (the server dedupes).
+    /// Of those, at most this many backlog batches, so live batches always find room.
+    pub max_backlog_in_flight: usize,
+    /// Give up on a batch not acknowledged within this time and send its
+    /// readings again under a new seq (the server dedupes).
     pub ack_timeout: Duration,
-    /// After `temporarily_unavailable`, resend the batch after this long.
+    /// After `temporarily_unavailable`, send again after this long.
     pub unavailable_retry: Duration,
     /// Give up on a connection that sent no `Welcome` within this time.
     pub welcome_timeout: Duration,
+    /// Send `AgentStatus` this often while up (and right after `Welcome`).
+    pub status_interval: Duration,
 }
 
 impl Default for SessionConfig {
@@ -41,10 +49,13 @@ impl Default for SessionConfig {
         SessionConfig {
             max_batch_readings: 500,
             batch_window: Duration::from_secs(1),
+            drain_batch_readings: 2_000,
             max_in_flight: 16,
+            max_backlog_in_flight: 4,
             ack_timeout: Duration::from_secs(30),
             unavailable_retry: Duration::from_secs(5),
             welcome_timeout: Duration::from_secs(10),
+            status_interval: Duration::from_secs(30),
         }
     }
 }
@@ -82,18 +93,30 @@ enum Link {
     Up,
 }
 
-/// Session state; `Q` holds the unacknowledged batches.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    resend_at: Instant,
+    backlog: bool,
+}
+
+/// Session state; `Q` holds the unacknowledged readings.
 #[derive(Debug)]
 pub struct Session<Q> {
     cfg: SessionConfig,
     hello: Hello,
     queue: Q,
     link: Link,
-    collecting: Vec<Reading>,
-    collecting_since: Option<Instant>,
+    /// Arrival of the oldest live reading not yet sent.
+    live_since: Option<Instant>,
+    /// Live readings stored and not yet sent.
+    live_waiting: usize,
+    /// The backlog may still hold unsent readings.
+    backlog_left: bool,
     statuses: BTreeMap<String, DeviceStatus>,
-    /// In-flight batches: seq → when to resend if still unacknowledged.
-    resend_at: HashMap<u64, Instant>,
+    in_flight: HashMap<u64, InFlight>,
+    /// After `temporarily_unavailable`: send nothing before this.
+    hold_until: Option<Instant>,
+    next_status_at: Option<Instant>,
 }
 
 impl<Q: BatchQueue> Session<Q> {
@@ -101,15 +124,21 @@ impl<Q: BatchQueue> Session<Q> {
     pub fn new(cfg: SessionConfig, hello: Hello, queue: Q) -> Self {
         let mut cfg = cfg;
         cfg.max_batch_readings = cfg.max_batch_readings.clamp(1, MAX_READINGS_PER_BATCH);
+        cfg.drain_batch_readings = cfg.drain_batch_readings.clamp(1, MAX_READINGS_PER_BATCH);
+        cfg.max_in_flight = cfg.max_in_flight.max(1);
+        cfg.max_backlog_in_flight = cfg.max_backlog_in_flight.clamp(1, cfg.max_in_flight);
         Session {
             cfg,
             hello,
             queue,
             link: Link::Down,
-            collecting: Vec::new(),
-            collecting_since: None,
+            live_since: None,
+            live_waiting: 0,
+            backlog_left: false,
             statuses: BTreeMap::new(),
-            resend_at: HashMap::new(),
+            in_flight: HashMap::new(),
+            hold_until: None,
+            next_status_at: None,
         }
     }
 
@@ -118,29 +147,52 @@ impl<Q: BatchQueue> Session<Q> {
         self.link == Link::Up
     }
 
-    /// Batches waiting for an ack.
+    /// The buffer.
     pub fn queue(&self) -> &Q {
         &self.queue
     }
 
-    /// Readings not yet sealed into a batch.
-    pub fn collecting(&self) -> usize {
-        self.collecting.len()
+    /// Batches sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The `AgentStatus` message describing the buffer now.
+    pub fn agent_status(&self) -> Option<AgentStatus> {
+        match self.queue.stats() {
+            Ok(st) => Some(AgentStatus {
+                buffered_readings: st.readings,
+                buffered_bytes: st.bytes,
+                oldest_unsent: st.oldest_ts_ms.and_then(|ms| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+                }),
+                thinned_total: st.thinned_total,
+                dropped_total: st.dropped_total,
+                last_acked_seq: st.last_acked_seq,
+            }),
+            Err(e) => {
+                warn!(error = %e, "cannot read the buffer statistics");
+                None
+            }
+        }
     }
 
     /// When the loop must deliver the next [`Event::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let seal = self.collecting_since.map(|t| t + self.cfg.batch_window);
-        let resend = if self.is_up() {
-            self.resend_at.values().min().copied()
-        } else {
-            None
-        };
-        let welcome = match self.link {
-            Link::AwaitingWelcome { since } => Some(since + self.cfg.welcome_timeout),
-            _ => None,
-        };
-        [seal, resend, welcome].into_iter().flatten().min()
+        let mut at: Vec<Option<Instant>> = Vec::new();
+        match self.link {
+            Link::AwaitingWelcome { since } => at.push(Some(since + self.cfg.welcome_timeout)),
+            Link::Up => {
+                at.push(self.in_flight.values().map(|f| f.resend_at).min());
+                at.push(self.next_status_at);
+                match self.hold_until {
+                    Some(h) => at.push(Some(h)),
+                    None => at.push(self.live_since.map(|t| t + self.cfg.batch_window)),
+                }
+            }
+            Link::Down => {}
+        }
+        at.into_iter().flatten().min()
     }
 
     /// Apply `event` at time `now`.
@@ -149,22 +201,36 @@ impl<Q: BatchQueue> Session<Q> {
         match event {
             Event::Connected => {
                 self.link = Link::AwaitingWelcome { since: now };
-                self.resend_at.clear();
+                self.in_flight.clear();
+                self.hold_until = None;
                 out.push(Action::Send(AgentToServer::Hello(self.hello.clone())));
             }
             Event::Disconnected => {
                 self.link = Link::Down;
-                // Everything unacknowledged is resent after the next Welcome.
-                self.resend_at.clear();
+                // Everything unacknowledged is sent again after the next Welcome.
+                self.in_flight.clear();
+                self.next_status_at = None;
             }
             Event::Received(msg) => self.on_message(msg, now, &mut out),
             Event::Readings(readings) => {
-                if self.collecting_since.is_none() && !readings.is_empty() {
-                    self.collecting_since = Some(now);
-                }
-                self.collecting.extend(readings);
-                while self.collecting.len() >= self.cfg.max_batch_readings {
-                    self.seal(now);
+                // Stored before anything else: from here on the readings are "taken".
+                match self.queue.append(&readings) {
+                    Ok(a) => {
+                        if a.thinned > 0 || a.dropped > 0 {
+                            warn!(
+                                thinned = a.thinned,
+                                dropped = a.dropped,
+                                "buffer full: oldest readings thinned or dropped"
+                            );
+                        }
+                        if self.is_up() && a.stored > 0 {
+                            self.live_waiting += a.stored;
+                            self.live_since.get_or_insert(now);
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, lost = readings.len(), "could not buffer readings; they are lost")
+                    }
                 }
                 self.fill_window(now, &mut out);
             }
@@ -181,20 +247,56 @@ impl<Q: BatchQueue> Session<Q> {
                     out.push(Action::Close("no welcome from the server".into()));
                     return out;
                 }
-                if self
-                    .collecting_since
-                    .is_some_and(|t| now >= t + self.cfg.batch_window)
-                {
-                    self.seal(now);
+                if !self.is_up() {
+                    return out;
                 }
-                if self.is_up() {
-                    // Overdue batches leave the in-flight set so fill_window sends them again.
-                    self.resend_at.retain(|_, at| *at > now);
+                if self.hold_until.is_some_and(|h| now >= h) {
+                    self.hold_until = None;
+                }
+                let overdue: Vec<u64> = self
+                    .in_flight
+                    .iter()
+                    .filter(|(_, f)| f.resend_at <= now)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for seq in overdue {
+                    warn!(
+                        seq,
+                        "batch not acknowledged in time; sending its readings again"
+                    );
+                    self.give_back(seq, now);
+                }
+                if self.next_status_at.is_some_and(|t| now >= t) {
+                    self.send_status(now, &mut out);
                 }
                 self.fill_window(now, &mut out);
             }
         }
         out
+    }
+
+    /// Put an unacknowledged batch's readings back into the unsent pool.
+    fn give_back(&mut self, seq: u64, now: Instant) {
+        if let Some(f) = self.in_flight.remove(&seq) {
+            if let Err(e) = self.queue.release(seq) {
+                error!(seq, error = %e, "cannot release a batch in the buffer");
+            }
+            if f.backlog {
+                self.backlog_left = true;
+            } else {
+                // Its readings are due at once.
+                self.live_waiting += 1;
+                let due = now.checked_sub(self.cfg.batch_window).unwrap_or(now);
+                self.live_since = Some(self.live_since.map_or(due, |t| t.min(due)));
+            }
+        }
+    }
+
+    fn send_status(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(st) = self.agent_status() {
+            out.push(Action::Send(AgentToServer::AgentStatus(st)));
+        }
+        self.next_status_at = Some(now + self.cfg.status_interval);
     }
 
     fn on_message(&mut self, msg: ServerToAgent, now: Instant, out: &mut Vec<Action>) {
@@ -204,41 +306,63 @@ impl<Q: BatchQueue> Session<Q> {
                     warn!("unexpected welcome ignored");
                     return;
                 }
-                info!(site_id = %w.site_id, version = w.version, last_acked_seq = ?w.last_acked_seq, pending = self.queue.len(), "uplink session established");
-                if let Some(seq) = w.last_acked_seq {
-                    self.queue.ack_up_to(seq);
-                }
+                let backlog = match self.queue.begin_session(w.last_acked_seq) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        error!(error = %e, "cannot read the buffer");
+                        0
+                    }
+                };
+                info!(site_id = %w.site_id, version = w.version, last_acked_seq = ?w.last_acked_seq, backlog, "uplink session established");
                 self.link = Link::Up;
+                self.backlog_left = backlog > 0;
+                self.live_waiting = 0;
+                self.live_since = None;
                 for s in self.statuses.values() {
                     out.push(Action::Send(AgentToServer::DeviceStatus(s.clone())));
+                }
+                self.send_status(now, out);
+                if backlog > 0 {
+                    // Live first: the newest value of every point, so dashboards
+                    // are current before the backlog drains.
+                    match self.queue.latest_per_point() {
+                        Ok(Some(batch)) => self.send_batch(batch, false, now, out),
+                        Ok(None) => {}
+                        Err(e) => error!(error = %e, "cannot read the newest values"),
+                    }
                 }
                 self.fill_window(now, out);
             }
             ServerToAgent::Ack(ack) => {
                 debug!(seq = ack.seq, "batch acknowledged");
-                self.queue.ack(ack.seq);
-                self.resend_at.remove(&ack.seq);
+                if let Err(e) = self.queue.ack(ack.seq) {
+                    error!(seq = ack.seq, error = %e, "cannot delete an acknowledged batch; it will be sent again");
+                }
+                self.in_flight.remove(&ack.seq);
                 self.fill_window(now, out);
             }
             ServerToAgent::Error(e) => match e.code {
                 ErrorCode::TemporarilyUnavailable => {
-                    warn!(seq = ?e.seq, message = %e.message, "server temporarily unavailable; keeping the batch");
-                    let retry = now + self.cfg.unavailable_retry;
-                    match e.seq {
-                        Some(seq) => {
-                            if let Some(at) = self.resend_at.get_mut(&seq) {
-                                *at = retry;
-                            }
-                        }
-                        None => self.resend_at.values_mut().for_each(|at| *at = retry),
+                    warn!(seq = ?e.seq, message = %e.message, "server temporarily unavailable; keeping the readings");
+                    // Release so the readings go out again under a new, higher
+                    // seq: a later commit must never make last_acked_seq cover them.
+                    let seqs: Vec<u64> = match e.seq {
+                        Some(seq) => vec![seq],
+                        None => self.in_flight.keys().copied().collect(),
+                    };
+                    for seq in seqs {
+                        self.give_back(seq, now);
                     }
+                    self.hold_until = Some(now + self.cfg.unavailable_retry);
                 }
                 ErrorCode::InvalidBatch => {
                     // The server will never take it; resending would loop forever.
                     error!(seq = ?e.seq, message = %e.message, "server refused a batch as invalid; dropping it");
                     if let Some(seq) = e.seq {
-                        self.queue.ack(seq);
-                        self.resend_at.remove(&seq);
+                        if let Err(err) = self.queue.ack(seq) {
+                            error!(seq, error = %err, "cannot delete a refused batch");
+                        }
+                        self.in_flight.remove(&seq);
                         self.fill_window(now, out);
                     }
                 }
@@ -259,41 +383,77 @@ impl<Q: BatchQueue> Session<Q> {
         }
     }
 
-    fn seal(&mut self, now: Instant) {
-        if self.collecting.is_empty() {
-            self.collecting_since = None;
-            return;
-        }
-        let n = self.collecting.len().min(self.cfg.max_batch_readings);
-        let batch: Vec<Reading> = self.collecting.drain(..n).collect();
-        self.collecting_since = if self.collecting.is_empty() {
-            None
-        } else {
-            Some(now)
-        };
-        match self.queue.push(batch) {
-            Ok(p) if p.dropped_readings > 0 => warn!(
-                dropped = p.dropped_readings,
-                "buffer full: oldest readings dropped"
-            ),
-            Ok(_) => {}
-            Err(e) => error!(error = %e, "could not buffer readings; they are lost"),
-        }
+    fn send_batch(
+        &mut self,
+        batch: ReadingsBatch,
+        backlog: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.in_flight.insert(
+            batch.seq,
+            InFlight {
+                resend_at: now + self.cfg.ack_timeout,
+                backlog,
+            },
+        );
+        out.push(Action::Send(AgentToServer::Readings(batch)));
     }
 
+    fn live_due(&self, now: Instant) -> bool {
+        self.live_since.is_some()
+            && (self.live_waiting >= self.cfg.max_batch_readings
+                || self
+                    .live_since
+                    .is_some_and(|t| now >= t + self.cfg.batch_window))
+    }
+
+    /// Send what the window allows: a live batch whenever live readings are
+    /// due, backlog batches (oldest first, large) in the remaining room.
     fn fill_window(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if !self.is_up() {
+        if !self.is_up() || self.hold_until.is_some() {
             return;
         }
-        for batch in self.queue.oldest(self.cfg.max_in_flight) {
-            if self.resend_at.len() >= self.cfg.max_in_flight {
-                break;
-            }
-            if self.resend_at.contains_key(&batch.seq) {
+        while self.in_flight.len() < self.cfg.max_in_flight {
+            if self.live_due(now) {
+                match self.queue.take(Part::Live, self.cfg.max_batch_readings) {
+                    Ok(Some(batch)) => {
+                        let n = batch.readings.len();
+                        self.send_batch(batch, false, now, out);
+                        if n >= self.live_waiting {
+                            self.live_waiting = 0;
+                            self.live_since = None;
+                        } else {
+                            self.live_waiting -= n;
+                        }
+                    }
+                    Ok(None) => {
+                        self.live_waiting = 0;
+                        self.live_since = None;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot read the buffer");
+                        return;
+                    }
+                }
                 continue;
             }
-            self.resend_at.insert(batch.seq, now + self.cfg.ack_timeout);
-            out.push(Action::Send(AgentToServer::Readings(batch)));
+            let backlog_in_flight = self.in_flight.values().filter(|f| f.backlog).count();
+            if self.backlog_left && backlog_in_flight < self.cfg.max_backlog_in_flight {
+                match self
+                    .queue
+                    .take(Part::Backlog, self.cfg.drain_batch_readings)
+                {
+                    Ok(Some(batch)) => self.send_batch(batch, true, now, out),
+                    Ok(None) => self.backlog_left = false,
+                    Err(e) => {
+                        error!(error = %e, "cannot read the buffer");
+                        return;
+                    }
+                }
+                continue;
+            }
+            break;
         }
     }
 }
@@ -301,7 +461,7 @@ impl<Q: BatchQueue> Session<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::uplink::queue::MemoryQueue;
+    use crate::buffer::{Buffer, BufferConfig};
     use protocol::{Ack, ErrorReply, Quality, Welcome};
 
     fn hello() -> Hello {
@@ -314,26 +474,40 @@ mod tests {
         }
     }
 
-    fn session() -> Session<MemoryQueue> {
-        Session::new(
-            SessionConfig {
-                max_batch_readings: 3,
-                ..SessionConfig::default()
-            },
-            hello(),
-            MemoryQueue::new(1000, 1),
-        )
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            max_batch_readings: 3,
+            drain_batch_readings: 4,
+            ..SessionConfig::default()
+        }
     }
 
-    fn r(v: f64) -> Reading {
+    fn session_with(cfg: SessionConfig) -> Session<Buffer> {
+        let buffer = Buffer::open_in_memory(BufferConfig::default()).unwrap();
+        Session::new(cfg, hello(), buffer)
+    }
+
+    fn session() -> Session<Buffer> {
+        session_with(cfg())
+    }
+
+    fn rp(point: &str, v: f64) -> Reading {
         Reading {
             device: "hp".into(),
-            point: "t".into(),
-            ts: time::OffsetDateTime::UNIX_EPOCH,
+            point: point.into(),
+            ts: time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(v as i64),
             value: v,
             unit: "degC".into(),
             quality: Quality::Good,
         }
+    }
+
+    fn r(v: f64) -> Reading {
+        rp("t", v)
+    }
+
+    fn rs(range: std::ops::Range<i32>) -> Vec<Reading> {
+        range.map(f64::from).map(r).collect()
     }
 
     fn welcome(last: Option<u64>) -> Event {
@@ -348,19 +522,29 @@ mod tests {
         Event::Received(ServerToAgent::Ack(Ack { seq }))
     }
 
-    fn sent_seqs(actions: &[Action]) -> Vec<u64> {
+    fn batches(actions: &[Action]) -> Vec<(u64, Vec<f64>)> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send(AgentToServer::Readings(b)) => Some(b.seq),
+                Action::Send(AgentToServer::Readings(b)) => {
+                    Some((b.seq, b.readings.iter().map(|r| r.value).collect()))
+                }
                 _ => None,
             })
             .collect()
     }
 
-    fn up(s: &mut Session<MemoryQueue>, now: Instant) {
+    fn sent_seqs(actions: &[Action]) -> Vec<u64> {
+        batches(actions).into_iter().map(|b| b.0).collect()
+    }
+
+    fn up(s: &mut Session<Buffer>, now: Instant) -> Vec<Action> {
         s.handle(Event::Connected, now);
-        s.handle(welcome(None), now);
+        s.handle(welcome(None), now)
+    }
+
+    fn stored(s: &Session<Buffer>) -> u64 {
+        s.queue().stats().unwrap().readings
     }
 
     #[test]
@@ -372,19 +556,42 @@ mod tests {
             a.as_slice(),
             [Action::Send(AgentToServer::Hello(_))]
         ));
-        assert!(
-            sent_seqs(&s.handle(Event::Readings(vec![r(1.0), r(2.0), r(3.0)]), now)).is_empty()
-        );
+        assert!(sent_seqs(&s.handle(Event::Readings(rs(0..3)), now)).is_empty());
+        assert_eq!(stored(&s), 3, "readings are stored even before welcome");
+        // Live first (the newest value of the point), then the backlog.
         assert_eq!(
-            s.queue().len(),
-            1,
-            "a full batch is sealed even before welcome"
+            batches(&s.handle(welcome(None), now)),
+            vec![(1, vec![2.0]), (2, vec![0.0, 1.0, 2.0])]
         );
-        assert_eq!(sent_seqs(&s.handle(welcome(None), now)), vec![1]);
     }
 
     #[test]
-    fn readings_are_batched_for_up_to_the_window() {
+    fn welcome_sends_an_agent_status_with_the_buffer_depth() {
+        let mut s = session();
+        let now = Instant::now();
+        s.handle(Event::Readings(rs(0..5)), now);
+        s.handle(Event::Connected, now);
+        let a = s.handle(welcome(None), now);
+        let st = a
+            .iter()
+            .find_map(|a| match a {
+                Action::Send(AgentToServer::AgentStatus(st)) => Some(st.clone()),
+                _ => None,
+            })
+            .expect("an agent status");
+        assert_eq!(st.buffered_readings, 5);
+        assert_eq!(st.oldest_unsent, Some(time::OffsetDateTime::UNIX_EPOCH));
+        let later = now + Duration::from_secs(30);
+        assert!(s.next_deadline().unwrap() <= later);
+        assert!(
+            s.handle(Event::Tick, later)
+                .iter()
+                .any(|a| matches!(a, Action::Send(AgentToServer::AgentStatus(_))))
+        );
+    }
+
+    #[test]
+    fn live_readings_are_batched_for_up_to_the_window() {
         let mut s = session();
         let t0 = Instant::now();
         up(&mut s, t0);
@@ -392,32 +599,43 @@ mod tests {
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(sent_seqs(&s.handle(Event::Tick, t0 + Duration::from_millis(500))).is_empty());
         let a = s.handle(Event::Tick, t0 + Duration::from_secs(1));
-        assert_eq!(sent_seqs(&a), vec![1]);
+        assert_eq!(batches(&a), vec![(1, vec![1.0])]);
     }
 
     #[test]
-    fn each_batch_gets_a_new_seq_and_acks_remove_them() {
+    fn each_batch_gets_a_new_seq_and_acks_delete_only_their_readings() {
         let mut s = session();
         let now = Instant::now();
         up(&mut s, now);
-        let a = s.handle(Event::Readings((0..7).map(f64::from).map(r).collect()), now);
-        assert_eq!(sent_seqs(&a), vec![1, 2]);
-        assert_eq!(s.collecting(), 1);
-        s.handle(ack(1), now);
+        let a = s.handle(Event::Readings(rs(0..7)), now);
+        assert_eq!(
+            batches(&a),
+            vec![(1, vec![0.0, 1.0, 2.0]), (2, vec![3.0, 4.0, 5.0])]
+        );
         s.handle(ack(2), now);
-        assert!(s.queue().is_empty());
+        assert_eq!(stored(&s), 4);
+        s.handle(ack(1), now);
+        assert_eq!(stored(&s), 1);
     }
 
     #[test]
-    fn unacked_batches_are_resent_after_a_reconnect() {
+    fn unacked_readings_are_resent_in_order_after_a_reconnect() {
         let mut s = session();
         let now = Instant::now();
         up(&mut s, now);
-        s.handle(Event::Readings((0..9).map(f64::from).map(r).collect()), now);
+        s.handle(Event::Readings(rs(0..9)), now);
         s.handle(ack(2), now);
         s.handle(Event::Disconnected, now);
         s.handle(Event::Connected, now);
-        assert_eq!(sent_seqs(&s.handle(welcome(None), now)), vec![1, 3]);
+        // Live-first (seq 4), then the backlog oldest first under fresh seqs.
+        assert_eq!(
+            batches(&s.handle(welcome(None), now)),
+            vec![
+                (4, vec![8.0]),
+                (5, vec![0.0, 1.0, 2.0, 6.0]),
+                (6, vec![7.0, 8.0])
+            ]
+        );
     }
 
     #[test]
@@ -425,41 +643,84 @@ mod tests {
         let mut s = session();
         let now = Instant::now();
         up(&mut s, now);
-        s.handle(Event::Readings((0..9).map(f64::from).map(r).collect()), now);
+        s.handle(Event::Readings(rs(0..9)), now);
         s.handle(Event::Disconnected, now);
         s.handle(Event::Connected, now);
-        assert_eq!(sent_seqs(&s.handle(welcome(Some(2)), now)), vec![3]);
+        let a = s.handle(welcome(Some(2)), now);
+        assert_eq!(batches(&a), vec![(4, vec![8.0]), (5, vec![6.0, 7.0, 8.0])]);
     }
 
     #[test]
-    fn temporarily_unavailable_keeps_the_batch_and_resends_it_later() {
+    fn the_backlog_drains_in_large_batches_while_live_batches_keep_going_out() {
+        let mut s = session_with(SessionConfig {
+            max_batch_readings: 2,
+            drain_batch_readings: 3,
+            max_in_flight: 4,
+            max_backlog_in_flight: 2,
+            ..SessionConfig::default()
+        });
+        let now = Instant::now();
+        s.handle(
+            Event::Readings(vec![rp("a", 1.0), rp("b", 2.0), rp("a", 3.0)]),
+            now,
+        );
+        s.handle(Event::Readings(rs(10..16)), now);
+        s.handle(Event::Connected, now);
+        let a = s.handle(welcome(None), now);
+        // Newest of each point first; then only two backlog batches in flight.
+        assert_eq!(
+            batches(&a),
+            vec![
+                (1, vec![2.0, 3.0, 15.0]),
+                (2, vec![1.0, 2.0, 3.0]),
+                (3, vec![10.0, 11.0, 12.0])
+            ]
+        );
+        // Live readings go out although the backlog is not drained yet.
+        let a = s.handle(Event::Readings(vec![r(100.0), r(101.0)]), now);
+        assert_eq!(batches(&a), vec![(4, vec![100.0, 101.0])]);
+        // Acks of backlog batches let more backlog out.
+        assert_eq!(
+            batches(&s.handle(ack(2), now)),
+            vec![(5, vec![13.0, 14.0, 15.0])]
+        );
+        s.handle(ack(1), now);
+        s.handle(ack(3), now);
+        s.handle(ack(4), now);
+        s.handle(ack(5), now);
+        assert_eq!(stored(&s), 0);
+    }
+
+    #[test]
+    fn temporarily_unavailable_keeps_the_readings_and_sends_them_again_later() {
         let mut s = session();
         let t0 = Instant::now();
         up(&mut s, t0);
-        s.handle(Event::Readings(vec![r(1.0), r(2.0), r(3.0)]), t0);
+        s.handle(Event::Readings(rs(1..4)), t0);
         let err = ServerToAgent::Error(ErrorReply {
             code: ErrorCode::TemporarilyUnavailable,
             message: "db down".into(),
             seq: Some(1),
         });
         assert!(s.handle(Event::Received(err), t0).is_empty());
-        assert_eq!(s.queue().len(), 1);
+        assert_eq!(stored(&s), 3);
         assert!(sent_seqs(&s.handle(Event::Tick, t0 + Duration::from_secs(4))).is_empty());
         assert_eq!(
-            sent_seqs(&s.handle(Event::Tick, t0 + Duration::from_secs(5))),
-            vec![1]
+            batches(&s.handle(Event::Tick, t0 + Duration::from_secs(5))),
+            vec![(2, vec![1.0, 2.0, 3.0])],
+            "under a new seq, above anything a later commit could acknowledge"
         );
     }
 
     #[test]
-    fn an_unacknowledged_batch_is_resent_after_the_ack_timeout() {
+    fn an_unacknowledged_batch_is_sent_again_after_the_ack_timeout() {
         let mut s = session();
         let t0 = Instant::now();
         up(&mut s, t0);
-        s.handle(Event::Readings(vec![r(1.0), r(2.0), r(3.0)]), t0);
+        s.handle(Event::Readings(rs(1..4)), t0);
         assert_eq!(
-            sent_seqs(&s.handle(Event::Tick, t0 + Duration::from_secs(30))),
-            vec![1]
+            batches(&s.handle(Event::Tick, t0 + Duration::from_secs(30))),
+            vec![(2, vec![1.0, 2.0, 3.0])]
         );
     }
 
@@ -468,14 +729,14 @@ mod tests {
         let mut s = session();
         let now = Instant::now();
         up(&mut s, now);
-        s.handle(Event::Readings(vec![r(1.0), r(2.0), r(3.0)]), now);
+        s.handle(Event::Readings(rs(1..4)), now);
         let err = ServerToAgent::Error(ErrorReply {
             code: ErrorCode::InvalidBatch,
             message: "x".into(),
             seq: Some(1),
         });
         s.handle(Event::Received(err), now);
-        assert!(s.queue().is_empty());
+        assert_eq!(stored(&s), 0);
     }
 
     #[test]
@@ -521,24 +782,20 @@ mod tests {
         assert!(s.handle(Event::Status(st.clone()), now).is_empty());
         s.handle(Event::Connected, now);
         let a = s.handle(welcome(None), now);
-        assert_eq!(a, vec![Action::Send(AgentToServer::DeviceStatus(st))]);
+        assert_eq!(a[0], Action::Send(AgentToServer::DeviceStatus(st)));
     }
 
     #[test]
     fn at_most_max_in_flight_batches_are_outstanding() {
-        let mut s = Session::new(
-            SessionConfig {
-                max_batch_readings: 1,
-                max_in_flight: 2,
-                ..SessionConfig::default()
-            },
-            hello(),
-            MemoryQueue::new(1000, 1),
-        );
+        let mut s = session_with(SessionConfig {
+            max_batch_readings: 1,
+            max_in_flight: 2,
+            ..SessionConfig::default()
+        });
         let now = Instant::now();
         up(&mut s, now);
         assert_eq!(
-            sent_seqs(&s.handle(Event::Readings(vec![r(1.0), r(2.0), r(3.0)]), now)),
+            sent_seqs(&s.handle(Event::Readings(rs(1..4)), now)),
             vec![1, 2]
         );
         assert_eq!(sent_seqs(&s.handle(ack(1), now)), vec![3]);

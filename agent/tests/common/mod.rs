@@ -251,7 +251,16 @@ pub fn spawn_agent(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     agent::telemetry::init_for_tests();
-    let cfg = agent::config::AgentConfig::from_toml("test.toml", toml, Path::new("."))
+    let dir = tempfile::tempdir().unwrap();
+    let toml = if toml.contains("[buffer]") {
+        toml.to_owned()
+    } else {
+        format!(
+            "{toml}\n[buffer]\npath = \"{}\"\n",
+            dir.path().join("buffer.db").display()
+        )
+    };
+    let cfg = agent::config::AgentConfig::from_toml("test.toml", &toml, Path::new("."))
         .expect("valid test config");
     let session = agent::uplink::session::SessionConfig {
         batch_window: Duration::from_millis(200),
@@ -260,7 +269,11 @@ pub fn spawn_agent(
     let agent = agent::Agent::build(cfg).with_session_config(session);
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let handle = tokio::spawn(async move { agent.run_until_stopped(s.cancelled_owned()).await });
+    let handle = tokio::spawn(async move {
+        let result = agent.run_until_stopped(s.cancelled_owned()).await;
+        drop(dir);
+        result
+    });
     (stop, handle)
 }
 
