@@ -40,6 +40,12 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         .context("no /usr/lib/postgresql/<version>/bin/initdb found (set PG_BIN_DIR)")
 }
 
+/// True when `initdb` and `pg_ctl` can be found (the soak then adds the
+/// database fault).
+pub fn available() -> bool {
+    bin_dir().is_ok_and(|b| b.join("pg_ctl").is_file())
+}
+
 fn is_root() -> bool {
     // The effective uid without libc: /proc/self/status "Uid: real effective …".
     std::fs::read_to_string("/proc/self/status")
