@@ -13,8 +13,8 @@
 //! ```
 
 pub mod browser;
-pub mod faults;
 pub mod db;
+pub mod faults;
 pub mod live;
 pub mod stack;
 

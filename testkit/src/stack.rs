@@ -352,12 +352,7 @@ pub async fn login_at(base: &str, email: &str, password: &str) -> anyhow::Result
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let page = client
-        .get(url("/login"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let page = client.get(url("/login")).send().await?.text().await?;
     let token = csrf_token(&page).context("the login page has a csrf_token field")?;
     let res = client
         .post(url("/login"))

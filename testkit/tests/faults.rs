@@ -91,7 +91,10 @@ async fn a_network_cut_that_drops_connections_and_black_holes_traffic_loses_noth
     let during = stack.stored(0).await?;
     tokio::time::sleep(Duration::from_secs(5)).await; // the cut
     let after_cut = stack.stored(0).await?;
-    assert_eq!(during, after_cut, "nothing reaches the server through a black hole");
+    assert_eq!(
+        during, after_cut,
+        "nothing reaches the server through a black hole"
+    );
     stack.uplink.set(Mode::Pass);
     stack.wait_for_readings(0, 40).await?;
     stack.stop_and_check_ledgers().await?;
@@ -108,12 +111,16 @@ async fn postgresql_stopped_and_started_again_loses_and_duplicates_nothing() -> 
     })
     .await?;
     stack.wait_for_readings(0, 20).await?;
-    let pg = stack.private_postgres().expect("asked for a private cluster");
+    let pg = stack
+        .private_postgres()
+        .expect("asked for a private cluster");
     pg.stop_server().await?;
     tokio::time::sleep(Duration::from_secs(4)).await; // the database is down
     // The server survives a lost database.
     stack.ensure_alive()?;
-    let pg = stack.private_postgres().expect("asked for a private cluster");
+    let pg = stack
+        .private_postgres()
+        .expect("asked for a private cluster");
     pg.start_server().await?;
     stack.wait_for_readings(0, 30).await?;
     stack.stop_and_check_ledgers().await?;
@@ -197,16 +204,32 @@ async fn a_thousand_failed_logins_and_a_flood_of_bogus_websockets_leave_the_home
     let seen = watch(&mut feed, Duration::from_secs(8)).await?;
     let (failed_logins, bogus_ws) = attack.await??;
     eprintln!("attack: {failed_logins} failed logins, {bogus_ws} bogus websocket attempts");
-    assert_eq!(failed_logins, 1000, "every bogus login was answered, none let in");
+    assert_eq!(
+        failed_logins, 1000,
+        "every bogus login was answered, none let in"
+    );
     assert!(bogus_ws >= 300, "{bogus_ws}");
 
     // Live values kept coming, each soon after it was taken.
-    assert!(seen.len() >= 5, "only {} live updates during the attack", seen.len());
+    assert!(
+        seen.len() >= 5,
+        "only {} live updates during the attack",
+        seen.len()
+    );
     let worst_lag = seen.iter().map(|(at, ts)| at - ts).max().unwrap_or(0);
     let worst_gap = seen.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or(0);
-    eprintln!("under attack: {} updates, worst lag {worst_lag} ms, worst gap {worst_gap} ms", seen.len());
-    assert!(worst_lag < 3_000, "a live value arrived {worst_lag} ms after it was taken");
-    assert!(worst_gap < 3_000, "the live view stalled for {worst_gap} ms");
+    eprintln!(
+        "under attack: {} updates, worst lag {worst_lag} ms, worst gap {worst_gap} ms",
+        seen.len()
+    );
+    assert!(
+        worst_lag < 3_000,
+        "a live value arrived {worst_lag} ms after it was taken"
+    );
+    assert!(
+        worst_gap < 3_000,
+        "the live view stalled for {worst_gap} ms"
+    );
     // The homeowner can still log in afresh? Not asserted: the throttle may
     // rightly slow logins from the attacking address, which is this one.
     drop(feed);
@@ -228,45 +251,49 @@ async fn attack(base: String, port: u16, live_path: String) -> anyhow::Result<(u
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()?;
-        let page = client.get(format!("{base}/login")).send().await?.text().await?;
+        let page = client
+            .get(format!("{base}/login"))
+            .send()
+            .await?
+            .text()
+            .await?;
         let token = testkit::stack::csrf_token(&page)
             .ok_or_else(|| anyhow::anyhow!("no csrf token on the login page"))?;
         let mut refused = 0;
         for round in 0..50 {
-            let tries = (0..20).map(|i| {
-                let client = client.clone();
-                let url = format!("{base}/login");
-                let token = token.clone();
-                async move {
-                    let email = if i % 2 == 0 {
-                        "homeowner@demo.homecontrol".to_owned()
-                    } else {
-                        format!("attacker{round}-{i}@example.test")
-                    };
-                    let res = client
-                        .post(url)
-                        .form(&[
-                            ("email", email),
-                            ("password", format!("guess-{round}-{i}")),
-                            ("csrf_token", token),
-                            ("next", "/".to_owned()),
-                        ])
-                        .send()
-                        .await;
-                    match res {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            (status == 401 || status == 429)
-                                && !r
-                                    .headers()
-                                    .get_all(reqwest::header::SET_COOKIE)
-                                    .iter()
-                                    .any(|c| c.to_str().unwrap_or("").starts_with("hc_session="))
+            let tries =
+                (0..20).map(|i| {
+                    let client = client.clone();
+                    let url = format!("{base}/login");
+                    let token = token.clone();
+                    async move {
+                        let email = if i % 2 == 0 {
+                            "homeowner@demo.homecontrol".to_owned()
+                        } else {
+                            format!("attacker{round}-{i}@example.test")
+                        };
+                        let res = client
+                            .post(url)
+                            .form(&[
+                                ("email", email),
+                                ("password", format!("guess-{round}-{i}")),
+                                ("csrf_token", token),
+                                ("next", "/".to_owned()),
+                            ])
+                            .send()
+                            .await;
+                        match res {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                (status == 401 || status == 429)
+                                    && !r.headers().get_all(reqwest::header::SET_COOKIE).iter().any(
+                                        |c| c.to_str().unwrap_or("").starts_with("hc_session="),
+                                    )
+                            }
+                            Err(_) => false,
                         }
-                        Err(_) => false,
                     }
-                }
-            });
+                });
             refused += join_all(tries).await.into_iter().filter(|r| *r).count();
             if round % 10 == 0 {
                 eprintln!("attack: login round {round}, {refused} refused");
@@ -380,7 +407,11 @@ async fn many_browser_sessions_on_one_site_all_receive_every_update() -> anyhow:
             .collect()
     };
     let reference = from(first);
-    assert!(reference.len() >= 3, "too few common updates: {}", reference.len());
+    assert!(
+        reference.len() >= 3,
+        "too few common updates: {}",
+        reference.len()
+    );
     for (i, (_, got)) in results.iter().enumerate() {
         let mine = from(got);
         let n = reference.len().min(mine.len());
@@ -392,7 +423,11 @@ async fn many_browser_sessions_on_one_site_all_receive_every_update() -> anyhow:
             mine.len(),
             reference.len()
         );
-        assert_eq!(mine[..n], reference[..n], "session {i} saw different updates");
+        assert_eq!(
+            mine[..n],
+            reference[..n],
+            "session {i} saw different updates"
+        );
     }
     drop(results);
     stack.stop_and_check_ledgers().await?;

@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
         if private_postgres {
             "private PostgreSQL (stoppable)".to_owned()
         } else {
-            format!("{:?} from TEST_DB (no database fault)", testkit::db::backend())
+            format!(
+                "{:?} from TEST_DB (no database fault)",
+                testkit::db::backend()
+            )
         }
     );
     let mut rng = Rng(seed);
@@ -123,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let reports = stack.stop_and_check_ledgers().await?;
     let produced: usize = reports.iter().map(|r| r.produced).sum();
-    eprintln!("soak: PASSED: {faults} faults, {produced} readings, stored == produced (seed {seed})");
+    eprintln!(
+        "soak: PASSED: {faults} faults, {produced} readings, stored == produced (seed {seed})"
+    );
     Ok(())
 }

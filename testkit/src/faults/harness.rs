@@ -138,7 +138,8 @@ impl FaultStack {
         }
         conn.close().await.ok();
 
-        let server = ServerProc::start(&db_url, super::free_port()?, dir.join("server.log")).await?;
+        let server =
+            ServerProc::start(&db_url, super::free_port()?, dir.join("server.log")).await?;
         let uplink = Proxy::start(([127, 0, 0, 1], server.port).into()).await?;
         let ws_url = format!("ws://{}/agent/v1/ws", uplink.addr);
         let mut ledger_supported = true;
@@ -152,7 +153,9 @@ impl FaultStack {
             .await?;
             let config = dir.join(format!("agent{i}.toml"));
             let buffer_db = dir.join(format!("agent{i}-buffer.db"));
-            let text = agent_config(&ws_url, agent_id.0, &secret, sim.port, opts.poll, &buffer_db);
+            let text = agent_config(
+                &ws_url, agent_id.0, &secret, sim.port, opts.poll, &buffer_db,
+            );
             std::fs::write(&config, &text)?;
             if i == 0 {
                 ledger_supported = check_config(&config).await?;

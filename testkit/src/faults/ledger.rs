@@ -48,10 +48,12 @@ impl LedgerReport {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let span = |v: &[(Key, f64)]| match (v.iter().map(|x| x.0.2).min(), v.iter().map(|x| x.0.2).max()) {
-            (Some(a), Some(b)) => format!(" ts_ms {a}..={b}"),
-            _ => String::new(),
-        };
+        let span =
+            |v: &[(Key, f64)]| match (v.iter().map(|x| x.0.2).min(), v.iter().map(|x| x.0.2).max())
+            {
+                (Some(a), Some(b)) => format!(" ts_ms {a}..={b}"),
+                _ => String::new(),
+            };
         format!(
             "produced {}, stored {}, missing {}{} [{}], extra {}{} [{}], changed {} {:?}",
             self.produced,
@@ -121,8 +123,7 @@ pub async fn read_stored(
         .filter(devices::Column::AgentId.eq(agent))
         .all(db)
         .await?;
-    let dev_keys: BTreeMap<uuid::Uuid, String> =
-        devs.into_iter().map(|d| (d.id, d.key)).collect();
+    let dev_keys: BTreeMap<uuid::Uuid, String> = devs.into_iter().map(|d| (d.id, d.key)).collect();
     let pts = points::Entity::find()
         .filter(points::Column::DeviceId.is_in(dev_keys.keys().copied().collect::<Vec<_>>()))
         .all(db)
@@ -191,11 +192,7 @@ mod tests {
     #[test]
     fn loss_duplicates_and_changed_values_are_each_reported() {
         let ledger = BTreeMap::from([(k(1), 1.0), (k(2), 2.0), (k(3), 3.0)]);
-        let stored = BTreeMap::from([
-            (k(1), vec![1.0, 1.0]),
-            (k(3), vec![3.5]),
-            (k(4), vec![4.0]),
-        ]);
+        let stored = BTreeMap::from([(k(1), vec![1.0, 1.0]), (k(3), vec![3.5]), (k(4), vec![4.0])]);
         let r = compare(&ledger, &stored);
         assert_eq!(r.missing, vec![(k(2), 2.0)]);
         assert_eq!(r.extra, vec![(k(1), 1.0), (k(4), 4.0)]);

@@ -46,7 +46,11 @@ use anyhow::Context;
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::env::var("HOMECONTROL_BIN_DIR") {
         let p = PathBuf::from(dir).join(name);
-        anyhow::ensure!(p.is_file(), "HOMECONTROL_BIN_DIR has no `{name}` ({})", p.display());
+        anyhow::ensure!(
+            p.is_file(),
+            "HOMECONTROL_BIN_DIR has no `{name}` ({})",
+            p.display()
+        );
         return Ok(p);
     }
     let exe = std::env::current_exe().context("locating the test executable")?;

@@ -25,7 +25,9 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .context("PostgreSQL server binaries not found: /usr/lib/postgresql is missing (set PG_BIN_DIR)")?
+        .context(
+            "PostgreSQL server binaries not found: /usr/lib/postgresql is missing (set PG_BIN_DIR)",
+        )?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let v = e.file_name().to_str()?.parse::<u32>().ok()?;
@@ -99,7 +101,11 @@ impl PrivatePostgres {
                 .arg(dir.path())
                 .status()
                 .await?;
-            anyhow::ensure!(st.success(), "chown of {} to postgres failed", dir.path().display());
+            anyhow::ensure!(
+                st.success(),
+                "chown of {} to postgres failed",
+                dir.path().display()
+            );
         }
         let data = dir.path().join("data");
         let data_s = data.display().to_string();
@@ -156,7 +162,9 @@ impl PrivatePostgres {
         run_pg(
             &self.bin,
             "pg_ctl",
-            &["-D", &data, "-o", &opts, "-l", &log, "-w", "-t", "30", "start"],
+            &[
+                "-D", &data, "-o", &opts, "-l", &log, "-w", "-t", "30", "start",
+            ],
         )
         .await
     }

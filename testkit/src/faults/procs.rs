@@ -210,7 +210,10 @@ impl ServerProc {
             ("SERVER_HTTP__WORKERS".into(), "2".into()),
             ("SERVER_DATABASE__MAX_CONNECTIONS".into(), "10".into()),
             // No config files: defaults plus the variables above.
-            ("SERVER_CONFIG_DIR".into(), "/nonexistent-homecontrol-config".into()),
+            (
+                "SERVER_CONFIG_DIR".into(),
+                "/nonexistent-homecontrol-config".into(),
+            ),
             ("SERVER_LOG__FILTER".into(), "info".into()),
         ];
         let proc = Proc::new("server", super::binary("server")?, &["serve"], env, log);

@@ -188,8 +188,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_black_hole_holds_bytes_until_the_link_is_restored_and_reset_drops_the_connection()
-    {
+    async fn a_black_hole_holds_bytes_until_the_link_is_restored_and_reset_drops_the_connection() {
         let proxy = Proxy::start(echo_server().await).await.unwrap();
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         assert_eq!(roundtrip(&mut s, b"one").await.unwrap(), b"one");
