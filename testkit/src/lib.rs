@@ -14,6 +14,7 @@
 
 pub mod browser;
 pub mod db;
+pub mod faults;
 pub mod live;
 pub mod stack;
 

@@ -342,19 +342,20 @@ pub async fn login_client(
     email: &str,
     password: &str,
 ) -> anyhow::Result<UserSession> {
+    login_at(&server.base, email, password).await
+}
+
+/// Log in through the real form of the server at `base` (`http://host:port`).
+pub async fn login_at(base: &str, email: &str, password: &str) -> anyhow::Result<UserSession> {
+    let url = |path: &str| format!("{base}{path}");
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let page = client
-        .get(server.url("/login"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let page = client.get(url("/login")).send().await?.text().await?;
     let token = csrf_token(&page).context("the login page has a csrf_token field")?;
     let res = client
-        .post(server.url("/login"))
+        .post(url("/login"))
         .form(&[
             ("email", email),
             ("password", password),
