@@ -73,7 +73,13 @@ pub async fn upsert(
             .into_iter()
             .map(|p| (p.key.clone(), p))
             .collect();
+        let mut seen = std::collections::HashSet::new();
         for (pos, p) in dev.points.iter().enumerate() {
+            // A catalogue naming a point twice keeps the first: refusing the
+            // whole hello would only make the agent reconnect forever.
+            if !seen.insert(p.key.as_str()) {
+                continue;
+            }
             let position = i32::try_from(pos).unwrap_or(i32::MAX);
             let id = match known.get(&p.key) {
                 Some(m) => {

@@ -282,3 +282,24 @@ async fn a_reading_repeated_within_one_batch_is_stored_once() {
     assert_eq!(agent.request(&batch(1, twice)).await, ack(1));
     assert_eq!(app.readings_count().await, 1);
 }
+
+#[tokio::test]
+async fn a_hello_naming_a_point_twice_is_welcomed_and_keeps_the_first() {
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let mut agent = app.agent(&seed.agent).await;
+    let mut devices = crate::helpers::catalogue();
+    let dup = devices[0].points[0].clone();
+    devices[0].points.push(dup);
+    let hello = protocol::AgentToServer::Hello(protocol::Hello {
+        agent_id: seed.agent.id.0,
+        version: protocol::PROTOCOL_VERSION,
+        capabilities: vec![],
+        software: None,
+        devices,
+    });
+    match agent.request(&hello).await {
+        protocol::ServerToAgent::Welcome(_) => {}
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
