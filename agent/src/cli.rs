@@ -156,17 +156,12 @@ pub fn describe(cfg: &AgentConfig) -> String {
             d.poll_interval
         );
         for p in d.enabled_points() {
-            let bit = p.spec.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
             let guess = if p.guessed {
                 "  (address guessed: verify on site)"
             } else {
                 ""
             };
-            let _ = writeln!(
-                s,
-                "  {:<24} {} {}{bit} {:?} {}{guess}",
-                p.key, p.spec.function, p.spec.address.0, p.spec.data_type, p.unit
-            );
+            let _ = writeln!(s, "  {:<24} {} {}{guess}", p.key, p.spec.describe(), p.unit);
         }
     }
     s

@@ -40,7 +40,7 @@ use toml::Spanned;
 use crate::{
     buffer::{BufferConfig, WhenFull},
     registers::{
-        Point,
+        Point, Protocol,
         profile::{self, RawPoint},
     },
     tomlfile::{self, TomlFileError},
@@ -132,6 +132,17 @@ pub enum Transport {
         /// `host:port`, resolved at each connect.
         address: String,
     },
+}
+
+impl Transport {
+    /// Whether devices with a profile in `protocol` can hang on this bus.
+    pub fn speaks(&self, protocol: Protocol) -> bool {
+        match self {
+            Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
+                protocol == Protocol::Modbus
+            }
+        }
+    }
 }
 
 /// Serial line settings of an RTU bus.
@@ -669,11 +680,21 @@ impl Validator<'_> {
             Some(p) => Duration::from_millis(*p.get_ref()),
         };
         let prof = self.profile(&raw.profile, &key("profile"))?;
+        if !bus.transport.speaks(prof.protocol) {
+            return self.err(
+                raw.profile.span(),
+                key("profile"),
+                format!(
+                    "profile `{}` is a {} profile; bus `{}` does not speak {}",
+                    prof.id, prof.protocol, bus.name, prof.protocol
+                ),
+            );
+        }
         let mut points = prof.points;
         for (pi, rp) in raw.point.into_iter().enumerate() {
             let span = rp.span();
             let pkey = |f: &str| format!("device[{i}].point[{pi}].{f}");
-            let point = match rp.into_inner().resolve() {
+            let point = match rp.into_inner().resolve(prof.protocol) {
                 Ok(p) => p,
                 Err((field, msg)) => return self.err(span, pkey(field), msg),
             };

@@ -51,7 +51,7 @@ use tracing::info;
 
 use crate::{
     buffer::Buffer,
-    config::AgentConfig,
+    config::{AgentConfig, Transport},
     devices::BusClient,
     uplink::session::{Session, SessionConfig},
 };
@@ -131,16 +131,18 @@ impl Agent {
             if devices.is_empty() {
                 continue;
             }
-            let client = BusClient::new(bus);
-            tasks.spawn(poller::run_bus(
+            let (name, tx, cancel, metrics) = (
                 bus.name.clone(),
-                client,
-                devices,
-                bus.max_gap,
                 tx.clone(),
                 cancel.clone(),
                 metrics.clone(),
-            ));
+            );
+            match &bus.transport {
+                Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
+                    let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
+                    tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                }
+            }
         }
         drop(tx);
         let session = Session::new(self.session.clone(), self.hello(), buffer);

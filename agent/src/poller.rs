@@ -1,9 +1,11 @@
 //! When to read what: one task per bus, one request at a time on it, each
 //! device on its own poll interval.
 //!
-//! The task owns the bus's [`DeviceClient`]. It sleeps until the earliest due
-//! device, runs that device's read plan, decodes the values into
-//! [`protocol::Reading`]s and sends them to the uplink as [`PollEvent`]s. Each
+//! The task owns the bus's [`BusDriver`], the protocol-specific half: for
+//! Modbus, [`ModbusDriver`] runs the device's read plan over a
+//! [`DeviceClient`] and decodes the words and bits. The task sleeps until the
+//! earliest due device, has the driver poll it and sends the
+//! [`protocol::Reading`]s to the uplink as [`PollEvent`]s. Each
 //! device's communication state lives in a [`CommState`], a small pure state
 //! machine (tested without I/O) that decides when the device is offline, when
 //! to poll it again (back-off while it is silent) and when a
@@ -22,6 +24,115 @@ use crate::{
     devices::{DeviceClient, RawData, execute},
     registers::{PlannedRead, Point, decode_bits, decode_registers, plan_reads},
 };
+
+/// The protocol half of a bus's poller: talks to the devices, decodes values.
+/// [`run_bus`] owns scheduling, online/offline state and events.
+pub trait BusDriver: Send {
+    /// What the driver works out once per device (for Modbus, the read plan).
+    type Plan: Send;
+
+    /// Prepare polling `points` (the device's enabled points) of `device`.
+    fn plan(&self, device: &DeviceConfig, points: &[Point]) -> Self::Plan;
+
+    /// Read `device` once. A transport failure ends the poll early
+    /// ([`PollOutcome::Failed`]); values read before it are still returned.
+    fn poll(
+        &mut self,
+        device: &PolledDevice<Self::Plan>,
+    ) -> impl std::future::Future<Output = (Vec<Reading>, PollOutcome)> + Send;
+
+    /// Write `value` (engineering units) to `point` of `device`. Safety
+    /// limits are not the driver's business (the caller checked them); the
+    /// driver encodes, sends and reports what the device said. Protocols
+    /// without writes keep this default, which refuses.
+    fn write(
+        &mut self,
+        device: &PolledDevice<Self::Plan>,
+        point: &Point,
+        value: f64,
+    ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send {
+        let _ = (value, device);
+        std::future::ready(Err(WriteError::Unsupported(format!(
+            "the {} protocol has no writes (point `{}`)",
+            point.spec.protocol(),
+            point.key
+        ))))
+    }
+}
+
+/// Why a write did not happen (or did not take).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// The protocol or driver cannot write this kind of point.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The value cannot be encoded for the point (range, type).
+    #[error("cannot encode {value} for `{point}`: {reason}")]
+    Encode {
+        /// Point key.
+        point: String,
+        /// Requested value.
+        value: f64,
+        /// Why.
+        reason: String,
+    },
+    /// The device answered and refused (e.g. a Modbus exception): a
+    /// configuration matter, not retried.
+    #[error("the device refused: {0}")]
+    Refused(String),
+    /// The link failed; the write may or may not have reached the device.
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+/// Modbus (TCP, RTU or ASCII) through a [`DeviceClient`].
+#[derive(Debug)]
+pub struct ModbusDriver<C> {
+    client: C,
+    max_gap: u16,
+}
+
+impl<C: DeviceClient> ModbusDriver<C> {
+    /// Read through `client`, bridging holes of up to `max_gap` registers.
+    pub fn new(client: C, max_gap: u16) -> Self {
+        ModbusDriver { client, max_gap }
+    }
+}
+
+impl<C: DeviceClient> BusDriver for ModbusDriver<C> {
+    type Plan = Vec<PlannedRead>;
+
+    fn plan(&self, _device: &DeviceConfig, points: &[Point]) -> Vec<PlannedRead> {
+        // Non-Modbus points cannot reach a Modbus bus (config checks), so the
+        // indices of `specs` are those of `points`.
+        let specs: Vec<_> = points
+            .iter()
+            .filter_map(|p| p.spec.modbus().cloned())
+            .collect();
+        debug_assert_eq!(specs.len(), points.len());
+        plan_reads(&specs, self.max_gap)
+    }
+
+    async fn poll(&mut self, dev: &PolledDevice<Vec<PlannedRead>>) -> (Vec<Reading>, PollOutcome) {
+        let mut readings = Vec::new();
+        let mut exceptions = Vec::new();
+        for read in &dev.plan {
+            match execute(&mut self.client, dev.unit_id, read).await {
+                Ok(Ok(data)) => {
+                    let ts = OffsetDateTime::now_utc();
+                    readings.extend(decode_response(&dev.key, &dev.points, read, &data, ts));
+                }
+                Ok(Err(exc)) => exceptions.push(format!(
+                    "{} {}+{}: {exc}",
+                    read.function, read.address, read.count
+                )),
+                // The rest of the plan would fail the same way; stop here.
+                Err(e) => return (readings, PollOutcome::Failed(e.to_string())),
+            }
+        }
+        (readings, PollOutcome::Answered { exceptions })
+    }
+}
 
 /// Consecutive failed polls after which a device is reported offline. One
 /// lost frame on a noisy RS-485 line should not flap the dashboard.
@@ -148,10 +259,13 @@ pub fn decode_response(
     let mut out = Vec::with_capacity(read.slots.len());
     for slot in &read.slots {
         let point = &points[slot.point];
+        let Some(spec) = point.spec.modbus() else {
+            continue;
+        };
         let off = usize::from(slot.offset);
         let value = match data {
-            RawData::Words(w) => w.get(off..).map(|w| decode_registers(&point.spec, w)),
-            RawData::Bits(b) => b.get(off..).map(|b| decode_bits(&point.spec, b)),
+            RawData::Words(w) => w.get(off..).map(|w| decode_registers(spec, w)),
+            RawData::Bits(b) => b.get(off..).map(|b| decode_bits(spec, b)),
         };
         match value {
             Some(Ok(value)) => out.push(Reading {
@@ -169,35 +283,46 @@ pub fn decode_response(
     out
 }
 
-struct PolledDevice {
-    key: String,
-    unit_id: u8,
-    points: Vec<Point>,
-    plan: Vec<PlannedRead>,
+/// One device as the poller keeps it.
+#[derive(Debug)]
+pub struct PolledDevice<P> {
+    /// Device key.
+    pub key: String,
+    /// Bus address (Modbus unit id, POP board number, ...).
+    pub unit_id: u8,
+    /// Enabled points, in profile order.
+    pub points: Vec<Point>,
+    /// What the driver prepared for it.
+    pub plan: P,
     next_due: Instant,
     comm: CommState,
 }
 
 /// Poll every device of one bus until `cancel` fires. Events go to `tx`; if
 /// the receiver is gone the task ends.
-pub async fn run_bus<C: DeviceClient>(
+pub async fn run_bus<D: BusDriver>(
     bus: String,
-    mut client: C,
+    mut driver: D,
     devices: Vec<DeviceConfig>,
-    max_gap: u16,
     tx: mpsc::Sender<PollEvent>,
     cancel: CancellationToken,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let start = Instant::now();
-    let mut devices: Vec<PolledDevice> = devices
+    let mut devices: Vec<PolledDevice<D::Plan>> = devices
         .into_iter()
         .map(|d| {
             let points: Vec<Point> = d.enabled_points().cloned().collect();
-            let specs: Vec<_> = points.iter().map(|p| p.spec.clone()).collect();
-            let plan = plan_reads(&specs, max_gap);
-            info!(%bus, device = %d.key, requests = plan.len(), points = points.len(), "polling device");
-            PolledDevice { comm: CommState::new(&d.key, d.poll_interval), key: d.key, unit_id: d.unit_id, points, plan, next_due: start }
+            let plan = driver.plan(&d, &points);
+            info!(%bus, device = %d.key, points = points.len(), "polling device");
+            PolledDevice {
+                comm: CommState::new(&d.key, d.poll_interval),
+                key: d.key,
+                unit_id: d.unit_id,
+                points,
+                plan,
+                next_due: start,
+            }
         })
         .collect();
     if devices.is_empty() {
@@ -212,7 +337,7 @@ pub async fn run_bus<C: DeviceClient>(
             () = tokio::time::sleep_until(dev.next_due) => {}
         }
         let span = info_span!("poll", device = %dev.key, unit_id = dev.unit_id);
-        let events = poll_once(&mut client, dev).instrument(span).await;
+        let events = poll_once(&mut driver, dev).instrument(span).await;
         // `failures` is reset by every answered poll, so 0 means this one answered.
         metrics.record_poll(&dev.key, dev.comm.status().consecutive_failures == 0);
         for ev in events {
@@ -223,37 +348,17 @@ pub async fn run_bus<C: DeviceClient>(
     }
 }
 
-async fn poll_once<C: DeviceClient>(client: &mut C, dev: &mut PolledDevice) -> Vec<PollEvent> {
-    let mut readings = Vec::new();
-    let mut exceptions = Vec::new();
-    let mut failure = None;
-    for read in &dev.plan {
-        match execute(client, dev.unit_id, read).await {
-            Ok(Ok(data)) => {
-                let ts = OffsetDateTime::now_utc();
-                readings.extend(decode_response(&dev.key, &dev.points, read, &data, ts));
-            }
-            Ok(Err(exc)) => exceptions.push(format!(
-                "{} {}+{}: {exc}",
-                read.function, read.address, read.count
-            )),
-            Err(e) => {
-                // The rest of the plan would fail the same way; stop here.
-                failure = Some(e.to_string());
-                break;
-            }
-        }
-    }
+async fn poll_once<D: BusDriver>(
+    driver: &mut D,
+    dev: &mut PolledDevice<D::Plan>,
+) -> Vec<PollEvent> {
+    let (mut readings, outcome) = driver.poll(dev).await;
     // One timestamp per poll keeps a device's values aligned on the server.
     if let Some(first) = readings.first().map(|r| r.ts) {
         for r in &mut readings {
             r.ts = first;
         }
     }
-    let outcome = match failure {
-        Some(e) => PollOutcome::Failed(e),
-        None => PollOutcome::Answered { exceptions },
-    };
     debug!(readings = readings.len(), ?outcome, "polled");
     let (delay, status) = dev.comm.record(outcome, OffsetDateTime::now_utc());
     dev.next_due = Instant::now() + delay;
@@ -360,7 +465,10 @@ mod tests {
     fn eh203_registers_decode_into_readings_with_units() {
         let profile = load_builtin("ouman_eh203_modbus200").unwrap().unwrap();
         let points: Vec<Point> = profile.points.into_iter().filter(|p| p.enabled).collect();
-        let specs: Vec<_> = points.iter().map(|p| p.spec.clone()).collect();
+        let specs: Vec<_> = points
+            .iter()
+            .map(|p| p.spec.modbus().unwrap().clone())
+            .collect();
         let plan = plan_reads(&specs, 8);
         assert_eq!(plan.len(), 1, "18..=45 fits one request with gaps up to 8");
         assert_eq!((plan[0].address, plan[0].count), (18, 28));

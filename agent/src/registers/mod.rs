@@ -109,6 +109,68 @@ pub enum WordOrder {
     LowFirst,
 }
 
+/// The protocol a profile's points are addressed in. A device's profile must
+/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+///
+/// Adding a protocol: a variant here, its point fields in
+/// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
+/// `config`, and a [`crate::poller::BusDriver`] for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Modbus registers and bits ([`PointSpec`]).
+    #[default]
+    Modbus,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Modbus => "modbus",
+        })
+    }
+}
+
+/// Where a point lives on the wire and how to decode it, per protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    /// A Modbus register or bit.
+    Modbus(PointSpec),
+}
+
+impl Spec {
+    /// The protocol this spec belongs to.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Spec::Modbus(_) => Protocol::Modbus,
+        }
+    }
+
+    /// The Modbus half, when the point is a Modbus point.
+    pub fn modbus(&self) -> Option<&PointSpec> {
+        match self {
+            Spec::Modbus(s) => Some(s),
+        }
+    }
+
+    /// True when the value is on/off (shown as a lamp).
+    pub fn is_binary(&self) -> bool {
+        match self {
+            Spec::Modbus(s) => s.data_type == DataType::Bool,
+        }
+    }
+
+    /// A short human description of the wire location, e.g. `holding 18 bit 2`.
+    pub fn describe(&self) -> String {
+        match self {
+            Spec::Modbus(s) => {
+                let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+                format!("{} {}{bit} {:?}", s.function, s.address.0, s.data_type)
+            }
+        }
+    }
+}
+
 /// A Modbus PDU address (0-based, exactly what goes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(transparent)]

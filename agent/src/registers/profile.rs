@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DataType, Function, PointSpec, RegisterAddress, WordOrder};
+use super::{DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder};
 use crate::tomlfile::{self, TomlFileError};
 
 /// Error type of profile loading: a located mistake in a profile file.
@@ -78,6 +78,8 @@ pub fn pick(file: &str, profiles: Vec<Profile>, id: Option<&str>) -> Result<Prof
 pub struct Profile {
     /// Stable id, e.g. `ouman_eh203_modbus200`.
     pub id: String,
+    /// What its points are addressed in; decides which buses it fits.
+    pub protocol: Protocol,
     /// Human description (vendor and model).
     pub label: Option<String>,
     /// All points, enabled or not, in file order.
@@ -92,7 +94,7 @@ pub struct Point {
     /// Human label.
     pub label: Option<String>,
     /// Wire location and decoding.
-    pub spec: PointSpec,
+    pub spec: Spec,
     /// Engineering unit, e.g. `degC`; empty for none.
     pub unit: String,
     /// The device accepts writes here (the agent's own config still decides).
@@ -112,7 +114,7 @@ pub struct Point {
 impl Point {
     /// Analog for numbers, binary for `bool` points.
     pub fn kind(&self) -> protocol::PointKind {
-        if self.spec.data_type == DataType::Bool {
+        if self.spec.is_binary() {
             protocol::PointKind::Binary
         } else {
             protocol::PointKind::Analog
@@ -148,6 +150,8 @@ struct ProfileFile {
 #[allow(dead_code)] // descriptive fields are accepted for fixture compatibility
 struct RawProfile {
     id: String,
+    #[serde(default)]
+    protocol: Protocol,
     label: Option<String>,
     description: Option<String>,
     vendor: Option<String>,
@@ -181,10 +185,11 @@ struct Unresolved {
 pub(crate) struct RawPoint {
     name: String,
     label: Option<String>,
-    function: Function,
-    address: u16,
+    // Modbus
+    function: Option<Function>,
+    address: Option<u16>,
     count: Option<u16>,
-    data_type: DataType,
+    data_type: Option<DataType>,
     bit: Option<u8>,
     word_order: Option<WordOrder>,
     scale: Option<f64>,
@@ -208,27 +213,88 @@ pub(crate) struct RawPoint {
 }
 
 impl RawPoint {
-    /// Check the point's internal consistency. On failure returns the offending
-    /// field name (relative to the point) and a sentence.
-    pub(crate) fn resolve(self) -> Result<Point, (&'static str, String)> {
-        let width = self.data_type.width();
-        if !self.function.is_register() && self.data_type != DataType::Bool {
+    /// Check the point's internal consistency for a profile of `protocol`. On
+    /// failure returns the offending field name (relative to the point) and a
+    /// sentence.
+    pub(crate) fn resolve(self, protocol: Protocol) -> Result<Point, (&'static str, String)> {
+        if self.name.is_empty() {
+            return Err(("name", "a point needs a non-empty name".into()));
+        }
+        if let (Some(lo), Some(hi)) = (self.display_min, self.display_max)
+            && lo >= hi
+        {
             return Err((
-                "data_type",
-                format!("a {} point must be `bool`", self.function),
+                "display_max",
+                format!("display_max {hi} must be above display_min {lo}"),
             ));
+        }
+        let spec = match protocol {
+            Protocol::Modbus => Spec::Modbus(self.modbus_spec()?),
+        };
+        Ok(Point {
+            key: self.name,
+            label: self.label,
+            spec,
+            unit: self.unit,
+            writable: self.writable,
+            enabled: self.enabled.unwrap_or(true),
+            guessed: self.guessed,
+            display_min: self.display_min,
+            display_max: self.display_max,
+            alarm: self.alarm,
+        })
+    }
+
+    /// A field of the point that `protocol` needs, or an error naming it.
+    fn required<T: Copy>(
+        value: Option<T>,
+        field: &'static str,
+        protocol: Protocol,
+    ) -> Result<T, (&'static str, String)> {
+        value.ok_or_else(|| {
+            (
+                field,
+                format!("missing: a {protocol} point needs `{field}`"),
+            )
+        })
+    }
+
+    /// `scale` and `offset` (defaults 1 and 0), checked: engineering value =
+    /// raw × scale + offset, for every protocol.
+    fn scaling(&self) -> Result<(f64, f64), (&'static str, String)> {
+        let scale = self.scale.unwrap_or(1.0);
+        if scale == 0.0 || !scale.is_finite() {
+            return Err((
+                "scale",
+                format!("scale must be a non-zero finite number, got {scale}"),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0.0);
+        if !offset.is_finite() {
+            return Err(("offset", "offset must be finite".into()));
+        }
+        Ok((scale, offset))
+    }
+
+    /// The Modbus half: table, address, type, scaling.
+    fn modbus_spec(&self) -> Result<PointSpec, (&'static str, String)> {
+        let protocol = Protocol::Modbus;
+        let function = Self::required(self.function, "function", protocol)?;
+        let address = Self::required(self.address, "address", protocol)?;
+        let data_type = Self::required(self.data_type, "data_type", protocol)?;
+        let width = data_type.width();
+        if !function.is_register() && data_type != DataType::Bool {
+            return Err(("data_type", format!("a {} point must be `bool`", function)));
         }
         if let Some(count) = self.count
             && count != width
         {
-            {
-                return Err((
-                    "count",
-                    format!("{:?} occupies {width} item(s), not {count}", self.data_type),
-                ));
-            }
+            return Err((
+                "count",
+                format!("{data_type:?} occupies {width} item(s), not {count}"),
+            ));
         }
-        let bit = match (self.function.is_register(), self.data_type, self.bit) {
+        let bit = match (function.is_register(), data_type, self.bit) {
             (true, DataType::Bool, Some(b)) if b < 16 => Some(b),
             (true, DataType::Bool, Some(b)) => {
                 return Err(("bit", format!("bit {b} is outside 0..=15")));
@@ -247,55 +313,21 @@ impl RawPoint {
             }
             (_, _, None) => None,
         };
-        if u32::from(self.address) + u32::from(width) > 0x1_0000 {
+        if u32::from(address) + u32::from(width) > 0x1_0000 {
             return Err((
                 "address",
-                format!("address {} + {width} runs past 65535", self.address),
+                format!("address {address} + {width} runs past 65535"),
             ));
         }
-        let scale = self.scale.unwrap_or(1.0);
-        if scale == 0.0 || !scale.is_finite() {
-            return Err((
-                "scale",
-                format!("scale must be a non-zero finite number, got {scale}"),
-            ));
-        }
-        let offset = self.offset.unwrap_or(0.0);
-        if !offset.is_finite() {
-            return Err(("offset", "offset must be finite".into()));
-        }
-        if let (Some(lo), Some(hi)) = (self.display_min, self.display_max)
-            && lo >= hi
-        {
-            {
-                return Err((
-                    "display_max",
-                    format!("display_max {hi} must be above display_min {lo}"),
-                ));
-            }
-        }
-        if self.name.is_empty() {
-            return Err(("name", "a point needs a non-empty name".into()));
-        }
-        Ok(Point {
-            key: self.name,
-            label: self.label,
-            spec: PointSpec {
-                function: self.function,
-                address: RegisterAddress(self.address),
-                data_type: self.data_type,
-                bit,
-                word_order: self.word_order.unwrap_or_default(),
-                scale,
-                offset,
-            },
-            unit: self.unit,
-            writable: self.writable,
-            enabled: self.enabled.unwrap_or(true),
-            guessed: self.guessed,
-            display_min: self.display_min,
-            display_max: self.display_max,
-            alarm: self.alarm,
+        let (scale, offset) = self.scaling()?;
+        Ok(PointSpec {
+            function,
+            address: RegisterAddress(address),
+            data_type,
+            bit,
+            word_order: self.word_order.unwrap_or_default(),
+            scale,
+            offset,
         })
     }
 }
@@ -320,9 +352,12 @@ pub fn parse_profile(file: &str, text: &str) -> Result<Vec<Profile>, ProfileErro
         for (i, rp) in raw.point.into_iter().enumerate() {
             let span = rp.span();
             let key = |field: &str| format!("profile[{pi}].point[{i}].{field}");
-            let point = rp.into_inner().resolve().map_err(|(field, msg)| {
-                TomlFileError::at(file, text, span.clone(), key(field), msg)
-            })?;
+            let point = rp
+                .into_inner()
+                .resolve(raw.protocol)
+                .map_err(|(field, msg)| {
+                    TomlFileError::at(file, text, span.clone(), key(field), msg)
+                })?;
             if points.iter().any(|p| p.key == point.key) {
                 return Err(TomlFileError::at(
                     file,
@@ -340,6 +375,7 @@ pub fn parse_profile(file: &str, text: &str) -> Result<Vec<Profile>, ProfileErro
         });
         out.push(Profile {
             id: raw.id,
+            protocol: raw.protocol,
             label,
             points,
         });
@@ -380,7 +416,7 @@ mod tests {
             .points
             .into_iter()
             .filter(|p| p.enabled)
-            .map(|p| (p.key, p.spec.address.0))
+            .map(|p| (p.key, p.spec.modbus().unwrap().address.0))
             .collect();
         let expected = [
             ("outdoor_temp", 18),
@@ -475,6 +511,23 @@ note = "none"
             parse_profile("t.toml", text).unwrap_err().key,
             "profile[0].point[0].data_type"
         );
+    }
+
+    #[test]
+    fn a_modbus_point_without_an_address_names_the_missing_field() {
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"holding\"\ndata_type = \"i16\"\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].address");
+        assert!(
+            err.message.contains("a modbus point needs `address`"),
+            "{err}"
+        );
+        let p = &parse_profile(
+            "t.toml",
+            &text.replace("data_type", "address = 3\ndata_type"),
+        )
+        .unwrap()[0];
+        assert_eq!(p.protocol, Protocol::Modbus, "modbus is the default");
     }
 
     #[test]

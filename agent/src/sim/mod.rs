@@ -258,18 +258,20 @@ impl Eh203Sim {
             let Some(value) = value_of(&point.key, &state) else {
                 continue;
             };
-            if point.spec.function != Function::Holding || point.spec.data_type == DataType::Bits16
-            {
+            let Some(spec) = point.spec.modbus() else {
+                continue;
+            };
+            if spec.function != Function::Holding || spec.data_type == DataType::Bits16 {
                 continue;
             }
-            match encode_registers(&point.spec, value) {
+            match encode_registers(spec, value) {
                 Ok(Encoded::Words(words)) => {
-                    for (a, w) in (point.spec.address.0..).zip(words) {
+                    for (a, w) in (spec.address.0..).zip(words) {
                         bank.insert(a, w);
                     }
                 }
                 Ok(Encoded::Bit { bit, on }) => {
-                    let word = bank.entry(point.spec.address.0).or_insert(0);
+                    let word = bank.entry(spec.address.0).or_insert(0);
                     *word = merge_bit(*word, bit, on);
                 }
                 Err(e) => debug!(point = %point.key, error = %e, "simulated value not encodable"),
@@ -458,8 +460,9 @@ mod tests {
         let sim = Eh203Sim::new(SimOptions::default());
         let s = sim.snapshot();
         for p in sim.inner.points.iter().filter(|p| p.enabled) {
-            let words = sim.read_holding(p.spec.address.0, 1).unwrap();
-            let v = decode_registers(&p.spec, &words).unwrap();
+            let spec = p.spec.modbus().unwrap();
+            let words = sim.read_holding(spec.address.0, 1).unwrap();
+            let v = decode_registers(spec, &words).unwrap();
             let expected = value_of(&p.key, &s).unwrap();
             assert!((v - expected).abs() < 0.006, "{}: {v} vs {expected}", p.key);
         }
