@@ -39,12 +39,50 @@ pub enum Command {
     },
     /// List the built-in device profiles.
     Profiles,
+    /// Look for devices on the serial adapters and print a config snippet.
+    Discover(DiscoverArgs),
     /// Run a device simulator.
     Simulate {
         /// Which device.
         #[command(subcommand)]
         device: SimDevice,
     },
+}
+
+/// Options of `discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// A port to scan (repeatable); default: every serial adapter found,
+    /// named by its stable /dev/serial/by-id path.
+    #[arg(long = "port")]
+    pub ports: Vec<String>,
+    /// Milliseconds to listen for a master's traffic before probing.
+    #[arg(long, default_value_t = 3000)]
+    pub listen_ms: u64,
+    /// Unit ids to probe, e.g. `1-247`.
+    #[arg(long, default_value = "1-10", value_parser = parse_units)]
+    pub units: std::ops::RangeInclusive<u8>,
+    /// Baud rates to try, in order (repeatable); default 9600, 19200, 38400, 4800, 115200.
+    #[arg(long = "baud")]
+    pub bauds: Vec<u32>,
+    /// Reply timeout of one probe, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub timeout_ms: u64,
+}
+
+fn parse_units(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let n = |v: &str| -> Result<u8, String> {
+        match v.trim().parse::<u8>() {
+            Ok(u @ 1..=247) => Ok(u),
+            _ => Err(format!("`{v}` is not a unit id 1..=247")),
+        }
+    };
+    let (lo, hi) = (n(lo)?, n(hi)?);
+    if lo > hi {
+        return Err(format!("{lo}-{hi} is an empty range"));
+    }
+    Ok(lo..=hi)
 }
 
 /// Simulated devices.
@@ -108,6 +146,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     p.points.len()
                 );
             }
+            Ok(())
+        }
+        Command::Discover(args) => {
+            let mut opts = crate::discover::Options {
+                ports: args.ports,
+                listen: Duration::from_millis(args.listen_ms),
+                units: args.units,
+                probe_timeout: Duration::from_millis(args.timeout_ms.max(1)),
+                ..crate::discover::Options::default()
+            };
+            if !args.bauds.is_empty() {
+                opts.bauds = args.bauds;
+            }
+            let found =
+                crate::discover::discover(&opts, |line| eprintln!("discover: {line}")).await;
+            print!("{}", crate::discover::config_snippet(&found));
             Ok(())
         }
         Command::Simulate {

@@ -34,6 +34,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod discover;
 pub mod metrics;
 pub mod poller;
 pub mod registers;
