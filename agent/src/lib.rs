@@ -99,6 +99,7 @@ impl Agent {
             capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
             software: Some(format!("homecontrol-agent {}", env!("CARGO_PKG_VERSION"))),
             devices: self.cfg.catalogue(),
+            envelope: None,
         }
     }
 

@@ -40,6 +40,13 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub mod control;
+
+pub use control::{
+    ActionInfo, Command, CommandOutcome, CommandResult, ControlKind, ControlRequest, ControlSource,
+    ControlState, Envelope, ExceptionDay, Period, WeeklySchedule, WritableInfo,
+};
+
 /// The protocol version this crate speaks. A server accepts agents whose
 /// version is in [`MIN_SUPPORTED_VERSION`]`..=`[`PROTOCOL_VERSION`].
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -63,6 +70,10 @@ pub enum AgentToServer {
     DeviceStatus(DeviceStatus),
     /// The agent's own state: its buffer and link (sent periodically).
     AgentStatus(AgentStatus),
+    /// The agent's answer to a [`Command`].
+    CommandResult(CommandResult),
+    /// The control state of one writable point (on change, and after hello).
+    ControlState(ControlState),
     /// Anything this version does not know; ignored by the receiver.
     #[serde(other)]
     Unknown,
@@ -78,6 +89,9 @@ pub enum ServerToAgent {
     Ack(Ack),
     /// Something the agent sent was refused.
     Error(ErrorReply),
+    /// Change something at the site; the agent answers with a
+    /// [`AgentToServer::CommandResult`].
+    Command(Command),
     /// Anything this version does not know; ignored by the receiver.
     #[serde(other)]
     Unknown,
@@ -99,6 +113,10 @@ pub struct Hello {
     /// Devices and points this agent measures, from its local configuration.
     #[serde(default)]
     pub devices: Vec<DeviceInfo>,
+    /// What commands the agent accepts (its local safety envelope); `None`
+    /// from agents without remote control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<Envelope>,
 }
 
 /// One field device as configured at the agent.

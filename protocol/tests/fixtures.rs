@@ -75,6 +75,137 @@ fn hello_matches_its_fixture() {
                     },
                 ],
             }],
+            envelope: None,
+        }),
+    );
+}
+
+#[test]
+fn hello_with_an_envelope_matches_its_fixture() {
+    check_agent(
+        "hello_envelope",
+        AgentToServer::Hello(Hello {
+            agent_id: AGENT,
+            version: 1,
+            capabilities: vec!["readings".into(), "control".into()],
+            software: None,
+            devices: vec![],
+            envelope: Some(Envelope {
+                writables: vec![
+                    WritableInfo {
+                        device: "pop1".into(),
+                        point: "room3_floor_setpoint".into(),
+                        kind: ControlKind::Setpoint,
+                        min: 18.0,
+                        max: 27.0,
+                        step: 0.1,
+                        max_change_per_hour: Some(4.0),
+                        max_override_s: 86_400,
+                        schedulable: true,
+                    },
+                    WritableInfo {
+                        device: "pop1".into(),
+                        point: "car_heater".into(),
+                        kind: ControlKind::Output,
+                        min: 0.0,
+                        max: 1.0,
+                        step: 1.0,
+                        max_change_per_hour: None,
+                        max_override_s: 10_800,
+                        schedulable: true,
+                    },
+                ],
+                actions: vec![ActionInfo {
+                    name: "boost_dhw".into(),
+                    label: Some("Lämmin vesi tehostus / boost hot water".into()),
+                    max_duration_s: 10_800,
+                }],
+            }),
+        }),
+    );
+}
+
+#[test]
+fn commands_match_their_fixtures() {
+    let cmd = |request| {
+        ServerToAgent::Command(Command {
+            id: uuid!("01a1fee0-0000-7000-8000-0000000000c1"),
+            issued_at: datetime!(2026-11-21 06:40 UTC),
+            expires_at: datetime!(2026-11-21 06:45 UTC),
+            issued_by: "homeowner@example.com".into(),
+            request,
+        })
+    };
+    check_server(
+        "command_set",
+        cmd(ControlRequest::Set {
+            device: "pop1".into(),
+            point: "room3_floor_setpoint".into(),
+            value: 22.5,
+            until: Some(datetime!(2026-11-21 22:00 UTC)),
+        }),
+    );
+    check_server(
+        "command_action",
+        cmd(ControlRequest::StartAction {
+            action: "boost_dhw".into(),
+            duration_s: 7_200,
+        }),
+    );
+    check_server(
+        "command_schedule",
+        cmd(ControlRequest::SetSchedule {
+            device: "pop1".into(),
+            point: "car_heater".into(),
+            schedule: WeeklySchedule {
+                time_zone: "Europe/Helsinki".into(),
+                on_value: 1.0,
+                off_value: 0.0,
+                days: (0..7)
+                    .map(|d| {
+                        if d < 5 {
+                            vec![Period {
+                                start_min: 5 * 60,
+                                end_min: 7 * 60,
+                            }]
+                        } else {
+                            vec![]
+                        }
+                    })
+                    .collect(),
+                exceptions: vec![ExceptionDay {
+                    date: time::macros::date!(2026 - 12 - 24),
+                    label: "holiday".into(),
+                    periods: vec![],
+                }],
+            },
+        }),
+    );
+}
+
+#[test]
+fn command_result_and_control_state_match_their_fixtures() {
+    check_agent(
+        "command_result",
+        AgentToServer::CommandResult(CommandResult {
+            id: uuid!("01a1fee0-0000-7000-8000-0000000000c1"),
+            at: datetime!(2026-11-21 06:40:02 UTC),
+            outcome: CommandOutcome::Rejected,
+            reason: Some("22.5 is above the limit 21.0 of room3_floor_setpoint".into()),
+            before: Some(20.0),
+            after: None,
+        }),
+    );
+    check_agent(
+        "control_state",
+        AgentToServer::ControlState(ControlState {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            commanded: Some(55.0),
+            reported: Some(54.9),
+            source: ControlSource::Action,
+            until: Some(datetime!(2026-11-21 09:40 UTC)),
+            action: Some("boost_dhw".into()),
         }),
     );
 }

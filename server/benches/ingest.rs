@@ -192,6 +192,7 @@ async fn run_agent(port: u16, agent: &SimAgent, frames: Vec<String>) -> Vec<Dura
         capabilities: vec!["readings".into()],
         software: Some("bench".into()),
         devices: catalogue(),
+        envelope: None,
     });
     ws.send(Message::Text(hello.to_json().unwrap().into()))
         .await

@@ -12,8 +12,8 @@ use std::{
 };
 
 use protocol::{
-    AgentStatus, AgentToServer, DeviceStatus, ErrorCode, Hello, MAX_READINGS_PER_BATCH, Reading,
-    ReadingsBatch, ServerToAgent,
+    AgentStatus, AgentToServer, CommandOutcome, CommandResult, DeviceStatus, ErrorCode, Hello,
+    MAX_READINGS_PER_BATCH, Reading, ReadingsBatch, ServerToAgent,
 };
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -333,6 +333,31 @@ impl<Q: BatchQueue> Session<Q> {
                 }
                 self.fill_window(now, out);
             }
+            ServerToAgent::Command(cmd) => {
+                // No control path is configured on this agent: refuse, so the
+                // user who asked sees why instead of waiting.
+                let at = time::OffsetDateTime::now_utc();
+                let (outcome, reason) = if cmd.expires_at <= at {
+                    (
+                        CommandOutcome::Expired,
+                        "the command arrived after it expired",
+                    )
+                } else {
+                    (
+                        CommandOutcome::Rejected,
+                        "remote control is not configured on this agent",
+                    )
+                };
+                warn!(id = %cmd.id, by = %cmd.issued_by, ?outcome, reason, "command refused");
+                out.push(Action::Send(AgentToServer::CommandResult(CommandResult {
+                    id: cmd.id,
+                    at,
+                    outcome,
+                    reason: Some(reason.into()),
+                    before: None,
+                    after: None,
+                })));
+            }
             ServerToAgent::Ack(ack) => {
                 debug!(seq = ack.seq, "batch acknowledged");
                 if let Err(e) = self.queue.ack(ack.seq) {
@@ -471,6 +496,7 @@ mod tests {
             capabilities: vec![],
             software: None,
             devices: vec![],
+            envelope: None,
         }
     }
 
@@ -563,6 +589,35 @@ mod tests {
             batches(&s.handle(welcome(None), now)),
             vec![(1, vec![2.0]), (2, vec![0.0, 1.0, 2.0])]
         );
+    }
+
+    #[test]
+    fn a_command_to_an_agent_without_control_is_refused_and_an_expired_one_is_reported_expired() {
+        let mut s = session();
+        let now = Instant::now();
+        up(&mut s, now);
+        let wall = time::OffsetDateTime::now_utc();
+        let cmd = |expires_at| {
+            Event::Received(ServerToAgent::Command(protocol::Command {
+                id: uuid::Uuid::new_v4(),
+                issued_at: wall,
+                expires_at,
+                issued_by: "x@example.com".into(),
+                request: protocol::ControlRequest::Release {
+                    device: "hp".into(),
+                    point: "p".into(),
+                },
+            }))
+        };
+        let outcome = |a: Vec<Action>| match a.as_slice() {
+            [Action::Send(AgentToServer::CommandResult(r))] => (r.outcome, r.reason.clone()),
+            other => panic!("expected one command result, got {other:?}"),
+        };
+        let (o, why) = outcome(s.handle(cmd(wall + time::Duration::minutes(5)), now));
+        assert_eq!(o, CommandOutcome::Rejected);
+        assert!(why.unwrap().contains("not configured"));
+        let (o, _) = outcome(s.handle(cmd(wall - time::Duration::seconds(1)), now));
+        assert_eq!(o, CommandOutcome::Expired);
     }
 
     #[test]

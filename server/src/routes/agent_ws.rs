@@ -221,6 +221,16 @@ impl Link {
                 );
                 return Next::Continue;
             }
+            (AgentToServer::CommandResult(result), Some(_)) => {
+                tracing::info!(agent_id = %self.agent.id, command_id = %result.id,
+                    outcome = ?result.outcome, reason = result.reason.as_deref().unwrap_or(""), "command result");
+                return Next::Continue;
+            }
+            (AgentToServer::ControlState(state), Some(_)) => {
+                tracing::debug!(agent_id = %self.agent.id, device = %state.device,
+                    point = %state.point, source = ?state.source, "control state");
+                return Next::Continue;
+            }
             (AgentToServer::Unknown, Some(_)) => return Next::Continue,
         };
         if send(session, &reply).await {

@@ -297,6 +297,7 @@ async fn a_hello_naming_a_point_twice_is_welcomed_and_keeps_the_first() {
         capabilities: vec![],
         software: None,
         devices,
+        envelope: None,
     });
     match agent.request(&hello).await {
         protocol::ServerToAgent::Welcome(_) => {}

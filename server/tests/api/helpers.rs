@@ -525,6 +525,7 @@ impl TestAgent {
             capabilities: vec!["readings".into()],
             software: Some("test-agent".into()),
             devices: catalogue(),
+            envelope: None,
         }))
         .await
     }
