@@ -94,6 +94,8 @@ pub struct AgentConfig {
     pub buffer: BufferConfig,
     /// Where to serve Prometheus metrics (`[metrics] listen`); off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// What remote commands may write (`[[writable]]`, `[[action]]`); empty = no remote control.
+    pub envelope: crate::control::Envelope,
 }
 
 /// The `[server]` table.
@@ -267,6 +269,11 @@ struct RawConfig {
     device: Vec<Spanned<RawDevice>>,
     buffer: Option<Spanned<RawBuffer>>,
     metrics: Option<RawMetrics>,
+    // `[[writable]]` and `[[action]]` are read by `control::envelope::parse`.
+    #[serde(default, rename = "writable")]
+    _writable: serde::de::IgnoredAny,
+    #[serde(default, rename = "action")]
+    _action: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,12 +389,14 @@ impl Validator<'_> {
                 }
             },
         };
+        let envelope = crate::control::envelope::parse(self.file, self.text, &devices)?;
         Ok(AgentConfig {
             server,
             buses,
             devices,
             buffer,
             metrics_listen,
+            envelope,
         })
     }
 

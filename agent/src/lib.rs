@@ -16,6 +16,8 @@
 //! - [`metrics`]: Prometheus text metrics on an optional local listener;
 //! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
 //!   loop with jittered reconnects and resend of unacknowledged batches;
+//! - [`control`]: the safety envelope from the local config and the pure
+//!   decision core for remote commands, schedules, overrides and actions;
 //! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
 //!
 //! [`Agent`] wires them together. The binary (`main.rs`) and the tests run the
@@ -33,6 +35,7 @@ pub mod backoff;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod discover;
 pub mod metrics;
