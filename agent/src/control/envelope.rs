@@ -747,6 +747,31 @@ value = 55
     }
 
     #[test]
+    fn the_commented_example_in_example_toml_is_a_valid_envelope() {
+        let text =
+            include_str!("../../config/example.toml").replace("\"CHANGE-ME\"", "\"a-real-secret\"");
+        let start = text.find("# ---- Remote control").unwrap();
+        let end = text.find("# The on-disk buffer").unwrap();
+        let (head, block, tail) = (&text[..start], &text[start..end], &text[end..]);
+        let uncommented: Vec<&str> = block
+            .lines()
+            .map(|l| {
+                let body = l.strip_prefix("# ").unwrap_or(l);
+                let is_toml = body.starts_with("[[")
+                    || body.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    });
+                if is_toml { body } else { l }
+            })
+            .collect();
+        let text = format!("{head}{}\n{tail}", uncommented.join("\n"));
+        let cfg = AgentConfig::from_toml("example.toml", &text, Path::new("/x")).unwrap();
+        assert_eq!(cfg.envelope.writables.len(), 1);
+        assert_eq!(cfg.envelope.writables[0].value_when_idle, Some(45.0));
+        assert_eq!(cfg.envelope.actions[0].writes[0].value, 55.0);
+    }
+
+    #[test]
     fn an_agent_toml_without_tables_has_an_empty_envelope() {
         let env = parse("agent.toml", BASE, &devices()).unwrap();
         assert!(env.is_empty());
