@@ -625,6 +625,22 @@ impl Controller {
         }
     }
 
+    /// Record a write of `key` at `now` that failed after it may have reached
+    /// the device (timeout, mismatch): it counts against the daily budget,
+    /// but the value is not taken as written.
+    pub fn record_attempt(&mut self, key: &PointKey, now: OffsetDateTime) {
+        if let Some(ctl) = self.points.get_mut(key) {
+            ctl.writes.push_back(now);
+        }
+    }
+
+    /// Writes of `key` still allowed in the 24 hours before `now`; `None`
+    /// when the point has no daily cap.
+    pub fn budget_left(&self, key: &PointKey, now: OffsetDateTime) -> Option<usize> {
+        let cap = usize::try_from(self.envelope.writable(key)?.daily_write_cap?).ok()?;
+        Some(cap.saturating_sub(self.writes_in_last_day(key, now)))
+    }
+
     /// Record the value the device reports for `key` (a reading or a
     /// read-back). It serves as the "before" value of the first change.
     pub fn record_reported(&mut self, key: &PointKey, value: f64) {
@@ -1077,6 +1093,17 @@ mod tests {
         assert!(note.contains("not rewritten"), "{note}");
         assert!(c.due_writes(T0).is_empty());
         assert_eq!(c.writes_in_last_day(&dhw(), T0), 1);
+    }
+
+    #[test]
+    fn a_failed_attempt_counts_against_the_budget_but_stays_due() {
+        let mut c = ctl();
+        accepted(c.decide(&set(&dhw(), 50.0, None), T0));
+        assert_eq!(c.budget_left(&dhw(), T0), Some(24));
+        c.record_attempt(&dhw(), T0);
+        assert_eq!(c.budget_left(&dhw(), T0), Some(23));
+        assert!(c.due_writes(T0).iter().any(|w| w.key == dhw()));
+        assert_eq!(c.budget_left(&room(), T0), None);
     }
 
     #[test]
