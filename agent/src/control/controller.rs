@@ -33,7 +33,14 @@
 //!   cap (they return the house to its plan) and a schedule whose busiest day
 //!   needs more writes than the cap is refused.
 //! - **Who wins** per point: a running action > a manual override > the
-//!   schedule > `value_when_idle` > nothing (the device keeps its own value).
+//!   schedule > `value_when_idle` > the device's own value from before the
+//!   agent took over > nothing (the device keeps whatever it has).
+//! - **Putting things back**: when an override or action takes over a point
+//!   that nothing governed, the value the device reported just before
+//!   (clamped into the envelope: the agent never writes outside it) is kept
+//!   as the point's *resting* value and written back when the override or
+//!   action ends. A takeover of a point the agent has not read yet is refused:
+//!   it could not be undone.
 //!   Overrides and actions end on the agent's clock: [`Controller::wanted`]
 //!   ignores what has ended even before [`Controller::expire`] tidies up.
 //! - **Local changes**: the agent writes when the wanted value changes, not
@@ -132,6 +139,9 @@ struct PointCtl {
     applied: Option<f64>,
     /// The value the device last reported.
     reported: Option<f64>,
+    /// The device's own value from before an override or action took over a
+    /// point nothing governed; written back when they end.
+    resting: Option<f64>,
     /// Times of writes in the budget window.
     writes: VecDeque<OffsetDateTime>,
     /// Commanded changes (time, magnitude) in the rate window.
@@ -299,6 +309,26 @@ impl Controller {
         Ok(())
     }
 
+    /// Before an override or action takes over `key`: when nothing governs
+    /// it now, the value to put back afterwards (the device's, clamped), or a
+    /// refusal when the agent has not read it yet. `Ok(None)`: nothing to
+    /// keep (something governs it already, or a resting value is kept).
+    fn resting_for(&self, key: &PointKey, now: OffsetDateTime) -> Result<Option<f64>, String> {
+        let (Some(w), Some(ctl)) = (self.envelope.writable(key), self.points.get(key)) else {
+            return Ok(None);
+        };
+        if self.wanted(key, now).value.is_some() {
+            return Ok(None);
+        }
+        match ctl.reported.or(ctl.applied) {
+            Some(v) => Ok(Some(w.clamp(v))),
+            None => Err(format!(
+                "the agent has not read `{key}` from the device yet, so it could not put it back \
+                 afterwards; try again once the device has been polled"
+            )),
+        }
+    }
+
     fn set(
         &mut self,
         cmd: &Command,
@@ -350,10 +380,14 @@ impl Controller {
             }
         }
         self.check_budget(w, value, 2, now)?;
+        let resting = self.resting_for(key, now)?;
         if ctl.applied.is_some_and(|a| same(a, value)) {
             notes.push("the device already has this value: not rewritten".into());
         }
         let ctl = self.points.entry(key.clone()).or_default();
+        if resting.is_some() {
+            ctl.resting = resting;
+        }
         ctl.manual = Some(Override {
             value,
             until,
@@ -432,7 +466,16 @@ impl Controller {
             let w = self.writable(&write.key)?;
             self.check_budget(w, write.value, 2, now)?;
         }
+        let mut resting = Vec::new();
+        for write in &action.writes {
+            if let Some(r) = self.resting_for(&write.key, now)? {
+                resting.push((write.key.clone(), r));
+            }
+        }
         let points = action.writes.iter().map(|w| w.key.clone()).collect();
+        for (key, r) in resting {
+            self.points.entry(key).or_default().resting = Some(r);
+        }
         self.actions.insert(
             name.to_owned(),
             RunningAction {
@@ -537,7 +580,7 @@ impl Controller {
                 action: None,
             };
         }
-        if let Some(v) = w.value_when_idle {
+        if let Some(v) = w.value_when_idle.or(ctl.resting) {
             return Wanted {
                 value: Some(v),
                 ..none
@@ -619,9 +662,17 @@ impl Controller {
     /// Record that `value` was written to `key` at `now` (it counts against
     /// the daily budget and is not written again while wanted).
     pub fn record_write(&mut self, key: &PointKey, value: f64, now: OffsetDateTime) {
+        let wanted = self.wanted(key, now);
         if let Some(ctl) = self.points.get_mut(key) {
             ctl.applied = Some(value);
             ctl.writes.push_back(now);
+            // The resting value is back on the device: the point is free again.
+            if wanted.source == ControlSource::Device
+                && wanted.value.is_some_and(|v| same(v, value))
+                && ctl.resting.is_some_and(|r| same(r, value))
+            {
+                ctl.resting = None;
+            }
         }
     }
 
@@ -693,6 +744,7 @@ impl Controller {
                     schedule: ctl.schedule.as_ref().map(|s| s.wire().clone()),
                     manual: ctl.manual.clone(),
                     applied: ctl.applied,
+                    resting: ctl.resting,
                     write_times: ctl.writes.iter().map(|t| t.unix_timestamp()).collect(),
                     changes: ctl
                         .changes
@@ -742,6 +794,7 @@ impl Controller {
                 m
             });
             pc.applied = sp.applied.filter(|v| v.is_finite());
+            pc.resting = sp.resting.filter(|v| v.is_finite()).map(|v| w.clamp(v));
             pc.writes = sp
                 .write_times
                 .into_iter()
@@ -845,8 +898,12 @@ mod tests {
         }
     }
 
+    /// A controller that has read the setpoints once (dhw 45, room 20).
     fn ctl() -> Controller {
-        Controller::new(envelope())
+        let mut c = Controller::new(envelope());
+        c.record_reported(&dhw(), 45.0);
+        c.record_reported(&room(), 20.0);
+        c
     }
 
     fn rejected(d: Decision) -> String {
@@ -941,8 +998,9 @@ mod tests {
             c.wanted(&dhw(), end - time::Duration::SECOND).value,
             Some(50.0)
         );
+        // At the end the device's own value from before (45) is put back.
         let w = c.wanted(&dhw(), end);
-        assert_eq!((w.value, w.source), (None, ControlSource::Device));
+        assert_eq!((w.value, w.source), (Some(45.0), ControlSource::Device));
         let ended = c.expire(end);
         assert_eq!(ended.len(), 1, "{ended:?}");
         assert!(ended[0].contains("homeowner@example.com"));
@@ -1027,8 +1085,8 @@ mod tests {
             value: 55.0,
             source: ControlSource::Action
         }));
-        // At the end (no server needed) the point goes back to "leave alone".
-        assert_eq!(c.wanted(&dhw(), end).value, None);
+        // At the end (no server needed) the value from before comes back.
+        assert_eq!(c.wanted(&dhw(), end).value, Some(45.0));
         // Starting again restarts it; stopping ends it.
         accepted(c.decide(&start("boost_dhw", 60), T0));
         assert_eq!(
@@ -1044,7 +1102,7 @@ mod tests {
             )),
             None
         );
-        assert_eq!(c.wanted(&dhw(), T0).value, None);
+        assert_eq!(c.wanted(&dhw(), T0).value, Some(45.0));
         let note = accepted(c.decide(
             &cmd(ControlRequest::StopAction {
                 action: "boost_dhw".into(),
@@ -1093,6 +1151,48 @@ mod tests {
         assert!(note.contains("not rewritten"), "{note}");
         assert!(c.due_writes(T0).is_empty());
         assert_eq!(c.writes_in_last_day(&dhw(), T0), 1);
+    }
+
+    #[test]
+    fn a_takeover_puts_the_devices_value_back_and_frees_the_point() {
+        let mut c = ctl();
+        c.record_reported(&dhw(), 47.0);
+        let end = T0 + time::Duration::minutes(5);
+        accepted(c.decide(&set(&dhw(), 50.0, Some(end)), T0));
+        apply(&mut c, T0);
+        let writes = apply(&mut c, end);
+        assert!(writes.contains(&Write {
+            key: dhw(),
+            value: 47.0,
+            source: ControlSource::Device
+        }));
+        // Put back: the agent leaves the point alone from now on.
+        assert_eq!(c.wanted(&dhw(), end).value, None);
+        assert!(c.due_writes(end).is_empty());
+    }
+
+    #[test]
+    fn a_resting_value_outside_the_envelope_is_clamped_into_it() {
+        let mut c = ctl();
+        // Someone set 60 at the panel: the agent will not write 60 back, but 55.
+        c.record_reported(&dhw(), 60.0);
+        accepted(c.decide(&start("boost_dhw", 60), T0));
+        let w = c.wanted(&dhw(), T0 + time::Duration::minutes(1));
+        assert_eq!(w.value, Some(55.0));
+    }
+
+    #[test]
+    fn a_takeover_of_a_point_never_read_is_refused() {
+        let mut c = Controller::new(envelope());
+        let why = rejected(c.decide(&set(&dhw(), 50.0, None), T0));
+        assert!(
+            why.contains("has not read `heatpump.dhw_setpoint`"),
+            "{why}"
+        );
+        let why = rejected(c.decide(&start("boost_dhw", 60), T0));
+        assert!(why.contains("has not read"), "{why}");
+        // An output with an idle value needs no reading: the idle value is what comes back.
+        accepted(c.decide(&set(&car(), 1.0, None), T0));
     }
 
     #[test]
@@ -1204,6 +1304,7 @@ mod tests {
     #[test]
     fn a_stored_state_outside_a_tightened_envelope_is_clamped_and_says_so() {
         let mut c = ctl();
+        c.record_reported(&room(), 23.0);
         accepted(c.decide(&set(&room(), 23.5, None), T0));
         let snap = c.snapshot();
         let mut env = envelope();

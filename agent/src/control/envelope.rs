@@ -514,6 +514,17 @@ impl Parser<'_> {
                 Ok(v) => w.value_when_idle = Some(v),
                 Err(msg) => return self.err(v.span(), key("value_when_idle"), msg),
             }
+        } else if !pt.enabled {
+            // After an override the agent puts back the value it last read.
+            return self.err(
+                raw.point.span(),
+                key("point"),
+                format!(
+                    "`{}` is not polled (enabled = false) and has no value_when_idle: \
+                     the agent could not know what to put back after an override",
+                    w.key
+                ),
+            );
         }
         Ok(w)
     }
@@ -849,6 +860,27 @@ value = 55
         let err = invalid(&ENVELOPE.replacen("kind = \"output\"", "kind = \"valve\"", 1));
         assert_eq!(err.key, "writable[2].kind");
         assert!(err.message.contains("setpoint"), "{err}");
+    }
+
+    #[test]
+    fn a_point_not_polled_needs_a_value_when_idle() {
+        let base = BASE.replacen(
+            "scale = 0.1\nunit = \"degC\"\nwritable = true\n",
+            "scale = 0.1\nunit = \"degC\"\nwritable = true\nenabled = false\n",
+            1,
+        );
+        let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
+            .unwrap()
+            .devices;
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        assert_eq!(err.key, "writable[0].point");
+        assert!(err.message.contains("not polled"), "{err}");
+        let fixed = ENVELOPE.replacen(
+            "daily_write_cap = 24",
+            "daily_write_cap = 24\nvalue_when_idle = 45",
+            1,
+        );
+        parse("agent.toml", &format!("{base}{fixed}"), &devices).unwrap();
     }
 
     #[test]

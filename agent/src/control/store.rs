@@ -57,6 +57,9 @@ pub struct StoredPoint {
     /// The value last written by the agent.
     #[serde(default)]
     pub applied: Option<f64>,
+    /// The device's own value to put back when an override or action ends.
+    #[serde(default)]
+    pub resting: Option<f64>,
     /// Unix seconds of the writes within the budget window.
     #[serde(default)]
     pub write_times: Vec<i64>,
@@ -166,6 +169,8 @@ mod tests {
 
     fn busy_controller() -> Controller {
         let mut c = Controller::new(envelope());
+        c.record_reported(&PointKey::new("heatpump", "dhw_setpoint"), 45.0);
+        c.record_reported(&PointKey::new("heatpump", "room_setpoint"), 21.0);
         let schedule = WeeklySchedule {
             time_zone: "Europe/Helsinki".into(),
             on_value: 1.0,
