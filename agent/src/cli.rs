@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     Agent,
-    config::{AgentConfig, Transport},
+    config::{AgentConfig, DataBits, Parity, SerialSettings, StopBits, Transport},
+    devices::modbus::port_builder,
     registers::{builtin_profile_ids, load_builtin},
     sim::{Eh203Sim, ModelOptions, SimOptions},
 };
@@ -70,6 +71,15 @@ pub struct DiscoverArgs {
     pub timeout_ms: u64,
 }
 
+fn parse_parity(s: &str) -> Result<Parity, String> {
+    match s {
+        "none" => Ok(Parity::None),
+        "even" => Ok(Parity::Even),
+        "odd" => Ok(Parity::Odd),
+        other => Err(format!("`{other}` is not a parity (none, even, odd)")),
+    }
+}
+
 fn parse_units(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let n = |v: &str| -> Result<u8, String> {
@@ -98,12 +108,16 @@ pub struct SimArgs {
     /// Serve Modbus TCP on this address, e.g. 127.0.0.1:5020 (port 0 picks one).
     #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
     pub tcp: Option<String>,
-    /// Serve Modbus RTU on this serial port (8N1).
+    /// Serve Modbus RTU on this serial port (8 data bits, `--parity`, 1 stop bit).
     #[arg(long)]
     pub serial: Option<PathBuf>,
     /// Serial baud rate.
     #[arg(long, default_value_t = 9600)]
     pub baud: u32,
+    /// Serial parity: even (the Serial Line V1.02 default, like the agent's
+    /// own default), none or odd.
+    #[arg(long, default_value = "even", value_parser = parse_parity)]
+    pub parity: Parity,
     /// Modbus unit id to answer to.
     #[arg(long, default_value_t = 1)]
     pub unit_id: u8,
@@ -244,11 +258,22 @@ async fn simulate_eh203(args: SimArgs) -> anyhow::Result<()> {
         );
         sim.serve_tcp(listener)
     } else if let Some(path) = args.serial {
-        let builder = tokio_serial::new(path.to_string_lossy(), args.baud);
-        let port = tokio_serial::SerialStream::open(&builder)
+        let settings = SerialSettings {
+            path: path.to_string_lossy().into_owned(),
+            baud: args.baud,
+            parity: args.parity,
+            data_bits: DataBits::Eight,
+            stop_bits: StopBits::One,
+        };
+        let port = tokio_serial::SerialStream::open(&port_builder(&settings))
             .with_context(|| format!("opening {}", path.display()))?;
+        let letter = match args.parity {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        };
         println!(
-            "READY eh203 simulator: modbus rtu {} {} 8N1 unit {}",
+            "READY eh203 simulator: modbus rtu {} {} 8{letter}1 unit {}",
             path.display(),
             args.baud,
             args.unit_id

@@ -160,8 +160,10 @@ pub struct SerialSettings {
     pub stop_bits: StopBits,
 }
 
-/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even is the default,
-/// and "none" should come with two stop bits, but many devices ship 8N1.
+/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even parity is the
+/// required default (8E1 for RTU, 7E1 for ASCII), so a serial bus without a
+/// `parity` key uses even. "none" should come with two stop bits, but many
+/// devices ship 8N1: such buses set `parity = "none"` (and `stop_bits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
@@ -601,9 +603,9 @@ impl Validator<'_> {
                 let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
-                    parity: raw
-                        .parity
-                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
+                    // Serial Line V1.02 §2.5.1 (RTU) and §2.5.2 (ASCII): even
+                    // parity is the default both modes must support.
+                    parity: raw.parity.unwrap_or(Parity::Even),
                     data_bits,
                     stop_bits,
                 };
@@ -894,6 +896,26 @@ poll_interval_ms = 5000
         assert!(err.to_string().contains("when_full"), "{err}");
         let err = invalid(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
         assert_eq!(err.key, "metrics.listen");
+    }
+
+    #[test]
+    fn an_rtu_bus_defaults_to_8e1_as_the_serial_line_spec_requires() {
+        let bare = GOOD.replace("parity = \"even\"\ndata_bits = 8\nstop_bits = 1\n", "");
+        let cfg = load(&bare).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        // Serial Line V1.02 §2.5.1: 8 data bits, even parity, 1 stop bit.
+        assert_eq!(
+            (s.parity, s.data_bits, s.stop_bits),
+            (Parity::Even, DataBits::Eight, StopBits::One)
+        );
+        // An 8N1 device says so.
+        let cfg = load(&GOOD.replace("parity = \"even\"", "parity = \"none\"")).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        assert_eq!((s.parity, s.stop_bits), (Parity::None, StopBits::One));
     }
 
     #[test]
