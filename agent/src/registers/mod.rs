@@ -3,14 +3,17 @@
 //!
 //! Everything here is pure (no I/O, no clock). [`profile`] parses profile TOML
 //! files into [`Point`]s, [`decode`] turns raw Modbus words/bits into `f64`,
-//! [`encode`] goes the other way (used by the simulators, kept apart from the
-//! decode path so tests of one do not silently reuse the other), and [`plan`]
-//! groups a device's points into the fewest Modbus read requests.
+//! [`encode`] goes the other way (used by writes and the simulators, kept
+//! apart from the decode path so tests of one do not silently reuse the
+//! other), [`write`] turns a value for a point into the Modbus write request
+//! that sets it, and [`plan`] groups a device's points into the fewest Modbus
+//! read requests.
 
 pub mod decode;
 pub mod encode;
 pub mod plan;
 pub mod profile;
+pub mod write;
 
 use serde::Deserialize;
 
@@ -18,6 +21,7 @@ pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
 pub use plan::{PlannedRead, PointSlot, plan_reads};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
+pub use write::{WritePlan, WritePlanError, WriteRequest, plan_write};
 
 /// Most registers one FC03/FC04 request may read (Modbus Application Protocol
 /// V1.1b3 §6.3: quantity 1..=125).
@@ -109,6 +113,21 @@ pub enum WordOrder {
     LowFirst,
 }
 
+/// Which kind of write function code sets a point (Modbus Application
+/// Protocol V1.1b3 §6.5, §6.6, §6.11, §6.12). Devices differ: some accept
+/// only FC06 for a single register, others only FC16, so a profile can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteFunction {
+    /// FC06 Write Single Register, or FC05 Write Single Coil. The default for
+    /// one-register values and coils.
+    Single,
+    /// FC16 (0x10) Write Multiple Registers, or FC15 (0x0F) Write Multiple
+    /// Coils. The default, and the only choice, for two-register values, which
+    /// must change in one request.
+    Multiple,
+}
+
 /// The protocol a profile's points are addressed in. A device's profile must
 /// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
 ///
@@ -193,6 +212,8 @@ pub struct PointSpec {
     pub scale: f64,
     /// See `scale`.
     pub offset: f64,
+    /// How writes reach it (only meaningful for holding registers and coils).
+    pub write_function: WriteFunction,
 }
 
 impl PointSpec {

@@ -10,7 +10,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder};
+use super::{
+    DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder, WriteFunction,
+};
 use crate::tomlfile::{self, TomlFileError};
 
 /// Error type of profile loading: a located mistake in a profile file.
@@ -192,6 +194,7 @@ pub(crate) struct RawPoint {
     data_type: Option<DataType>,
     bit: Option<u8>,
     word_order: Option<WordOrder>,
+    write_function: Option<WriteFunction>,
     scale: Option<f64>,
     offset: Option<f64>,
     #[serde(default)]
@@ -319,6 +322,7 @@ impl RawPoint {
                 format!("address {address} + {width} runs past 65535"),
             ));
         }
+        let write_function = self.write_function(function, width)?;
         let (scale, offset) = self.scaling()?;
         Ok(PointSpec {
             function,
@@ -328,7 +332,43 @@ impl RawPoint {
             word_order: self.word_order.unwrap_or_default(),
             scale,
             offset,
+            write_function,
         })
+    }
+
+    /// `write_function`: only holding registers and coils can be written
+    /// (V1.1b3 has no write for input registers or discrete inputs); the
+    /// default is `single` (FC06/FC05) for one item and `multiple` (FC16) for
+    /// a two-register value, which must never be split into two FC06 writes.
+    fn write_function(
+        &self,
+        function: Function,
+        width: u16,
+    ) -> Result<WriteFunction, (&'static str, String)> {
+        let read_only = matches!(function, Function::Input | Function::Discrete);
+        if read_only && self.writable {
+            return Err((
+                "writable",
+                format!(
+                    "a {function} point cannot be writable: Modbus has no function code that writes {function}s (use a holding register or a coil)"
+                ),
+            ));
+        }
+        if read_only && self.write_function.is_some() {
+            return Err((
+                "write_function",
+                format!("only applies to holding and coil points, not {function}"),
+            ));
+        }
+        match (self.write_function, width) {
+            (Some(WriteFunction::Single), 2) => Err((
+                "write_function",
+                "a two-register value is written with FC16 (`multiple`) so both halves change together; `single` (FC06) would tear it".into(),
+            )),
+            (Some(wf), _) => Ok(wf),
+            (None, 2) => Ok(WriteFunction::Multiple),
+            (None, _) => Ok(WriteFunction::Single),
+        }
     }
 }
 
@@ -537,6 +577,53 @@ note = "none"
             parse_profile("t.toml", text).unwrap_err().key,
             "profile[0].point[0].count"
         );
+    }
+
+    fn point(fields: &str) -> Result<Point, ProfileError> {
+        let text = format!("[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\n{fields}");
+        parse_profile("t.toml", &text).map(|mut ps| ps.remove(0).points.remove(0))
+    }
+
+    fn write_function(p: &Point) -> WriteFunction {
+        p.spec.modbus().unwrap().write_function
+    }
+
+    #[test]
+    fn write_function_defaults_to_single_for_one_item_and_multiple_for_two_registers() {
+        let one =
+            point("function = \"holding\"\naddress = 1\ndata_type = \"i16\"\nwritable = true\n");
+        assert_eq!(write_function(&one.unwrap()), WriteFunction::Single);
+        let two =
+            point("function = \"holding\"\naddress = 1\ndata_type = \"u32\"\nwritable = true\n");
+        assert_eq!(write_function(&two.unwrap()), WriteFunction::Multiple);
+        let coil =
+            point("function = \"coil\"\naddress = 1\ndata_type = \"bool\"\nwritable = true\n");
+        assert_eq!(write_function(&coil.unwrap()), WriteFunction::Single);
+        let fc16 = point(
+            "function = \"holding\"\naddress = 1\ndata_type = \"u16\"\nwritable = true\nwrite_function = \"multiple\"\n",
+        );
+        assert_eq!(write_function(&fc16.unwrap()), WriteFunction::Multiple);
+    }
+
+    #[test]
+    fn a_two_register_value_cannot_be_written_by_fc06() {
+        let err = point("function = \"holding\"\naddress = 1\ndata_type = \"f32\"\nwritable = true\nwrite_function = \"single\"\n").unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].write_function");
+        assert!(err.message.contains("FC16"), "{err}");
+        assert_eq!(err.line, 3, "{err}");
+    }
+
+    #[test]
+    fn input_registers_and_discrete_inputs_cannot_be_writable() {
+        let err =
+            point("function = \"input\"\naddress = 1\ndata_type = \"u16\"\nwritable = true\n")
+                .unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].writable");
+        assert!(err.message.contains("no function code"), "{err}");
+        let err = point("function = \"discrete\"\naddress = 1\ndata_type = \"bool\"\nwrite_function = \"single\"\n").unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].write_function");
+        let err = point("function = \"holding\"\naddress = 1\ndata_type = \"u16\"\nwrite_function = \"double\"\n").unwrap_err();
+        assert!(err.to_string().contains("write_function"), "{err}");
     }
 
     #[test]
