@@ -66,4 +66,42 @@ impl DeviceClient for BusClient {
             BusClient::Ascii(c) => c.read_discrete_inputs(unit, addr, count).await,
         }
     }
+
+    async fn write_single_coil(&mut self, unit: u8, addr: u16, on: bool) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_single_coil(unit, addr, on).await,
+            BusClient::Ascii(c) => c.write_single_coil(unit, addr, on).await,
+        }
+    }
+
+    async fn write_single_register(&mut self, unit: u8, addr: u16, value: u16) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_single_register(unit, addr, value).await,
+            BusClient::Ascii(c) => c.write_single_register(unit, addr, value).await,
+        }
+    }
+
+    async fn write_multiple_coils(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        coils: &[bool],
+    ) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_multiple_coils(unit, addr, coils).await,
+            BusClient::Ascii(c) => c.write_multiple_coils(unit, addr, coils).await,
+        }
+    }
+
+    async fn write_multiple_registers(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        values: &[u16],
+    ) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_multiple_registers(unit, addr, values).await,
+            BusClient::Ascii(c) => c.write_multiple_registers(unit, addr, values).await,
+        }
+    }
 }
