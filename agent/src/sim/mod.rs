@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bank;
 pub mod model;
 
 use std::{
