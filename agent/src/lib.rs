@@ -10,7 +10,8 @@
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
 //!   implementation over TCP and RTU (tokio-serial);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
-//!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
+//!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes, and
+//!   serving writes ([`poller::Writer`], from [`Agent::writer`]) ahead of polls;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
 //!   to before it counts as taken, bounded in bytes, with persistent batch seqs;
 //! - [`metrics`]: Prometheus text metrics on an optional local listener;
@@ -43,7 +44,7 @@ pub mod telemetry;
 pub mod tomlfile;
 pub mod uplink;
 
-use std::future::Future;
+use std::{collections::BTreeMap, future::Future};
 
 use anyhow::Context as _;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -65,6 +66,9 @@ pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 pub struct Agent {
     cfg: AgentConfig,
     session: SessionConfig,
+    writer: poller::Writer,
+    /// Each bus's command queue, handed to its task at run time.
+    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
 }
 
 impl Agent {
@@ -73,10 +77,29 @@ impl Agent {
     /// already installed provider is kept).
     pub fn build(cfg: AgentConfig) -> Agent {
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        let mut writer = poller::Writer::new();
+        let mut commands = BTreeMap::new();
+        for bus in &cfg.buses {
+            let (handle, rx) = poller::BusHandle::new(&bus.name);
+            for d in cfg.devices.iter().filter(|d| d.bus == bus.name) {
+                writer.route(&d.key, handle.clone());
+            }
+            commands.insert(bus.name.clone(), rx);
+        }
         Agent {
             cfg,
             session: SessionConfig::default(),
+            writer,
+            commands,
         }
+    }
+
+    /// Writes to the configured devices: each goes to its bus's queue and runs
+    /// there before the next poll. Take it before [`Agent::run_until_stopped`];
+    /// writes are answered while the agent runs, and fail with
+    /// [`poller::WriteError::BusStopped`] once it has stopped.
+    pub fn writer(&self) -> poller::Writer {
+        self.writer.clone()
     }
 
     /// Override the uplink session tunables (batch window, timeouts); tests
@@ -106,7 +129,7 @@ impl Agent {
     /// Poll the devices and stream to the server until `shutdown` completes.
     /// Returns an error only if a task failed unexpectedly.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         // Opened before polling starts: no reading is taken without a place to keep it.
@@ -122,6 +145,7 @@ impl Agent {
             tasks.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
         }
         let (tx, rx) = mpsc::channel(1024);
+        let mut commands = std::mem::take(&mut self.commands);
         for bus in &self.cfg.buses {
             let devices: Vec<_> = self
                 .cfg
@@ -139,10 +163,16 @@ impl Agent {
                 cancel.clone(),
                 metrics.clone(),
             );
+            // A bus without a queue (impossible: build made one per bus) gets a closed one.
+            let cmds = commands
+                .remove(&bus.name)
+                .unwrap_or_else(|| poller::BusHandle::new(&bus.name).1);
             match &bus.transport {
                 Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                     let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
-                    tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
                 }
             }
         }

@@ -13,7 +13,7 @@ use agent::{
     config::AgentConfig,
     devices::BusClient,
     metrics::Metrics,
-    poller::{ModbusDriver, PollEvent, run_bus},
+    poller::{BusHandle, ModbusDriver, PollEvent, run_bus},
     sim::{Eh203Sim, SimOptions},
 };
 use common::{AGENT_ID, WAIT};
@@ -80,11 +80,13 @@ async fn an_unplugged_adapter_is_reopened_when_it_comes_back() {
     let bus = &cfg.buses[0];
     let (tx, mut rx) = mpsc::channel(256);
     let cancel = CancellationToken::new();
+    let (_writes, commands) = BusHandle::new(&bus.name);
     let poller = tokio::spawn(run_bus(
         bus.name.clone(),
         ModbusDriver::new(BusClient::new(bus), bus.max_gap),
         cfg.devices.clone(),
         tx,
+        commands,
         cancel.clone(),
         Arc::new(Metrics::default()),
     ));

@@ -9,7 +9,8 @@
 //! unit it does not play gets no reply; a broadcast (unit 0) write is
 //! executed by every unit and answered by none; a quantity outside the
 //! function's limits is exception 03; an address it does not map, or a holding
-//! register marked read-only, is exception 02. Every request is logged in
+//! register marked read-only, is exception 02; a register with a range
+//! stores a written value clamped to it (and answers as if it took it). Every request is logged in
 //! arrival order, and replies can be held back ([`BankSim::hold_replies`]) so
 //! a test can keep a request in flight for as long as it needs.
 //!
@@ -63,6 +64,9 @@ pub struct Tables {
     pub input: BTreeMap<u16, u16>,
     /// Holding registers that can be read but refuse writes (exception 02).
     pub read_only: BTreeSet<u16>,
+    /// Holding registers that accept any value but store it limited to
+    /// `lo..=hi`, as devices with a setpoint range do.
+    pub clamp: BTreeMap<u16, (u16, u16)>,
 }
 
 impl Tables {
@@ -319,6 +323,15 @@ fn write<T: Copy>(
     Ok(())
 }
 
+/// Limit the `n` holding registers from `addr` to their ranges, if any.
+fn clamp(t: &mut Tables, addr: u16, n: usize) {
+    for a in (0..n).filter_map(|i| u16::try_from(i).ok().and_then(|i| addr.checked_add(i))) {
+        if let (Some(&(lo, hi)), Some(v)) = (t.clamp.get(&a), t.holding.get_mut(&a)) {
+            *v = (*v).clamp(lo, hi);
+        }
+    }
+}
+
 fn apply(t: &mut Tables, req: &Request<'_>) -> Result<Response, ExceptionCode> {
     let none = BTreeSet::new();
     let n16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
@@ -339,6 +352,7 @@ fn apply(t: &mut Tables, req: &Request<'_>) -> Result<Response, ExceptionCode> {
         }
         Request::WriteSingleRegister(a, v) => {
             write(&mut t.holding, &t.read_only, *a, &[*v], 1)?;
+            clamp(t, *a, 1);
             Response::WriteSingleRegister(*a, *v)
         }
         Request::WriteMultipleCoils(a, c) => {
@@ -347,6 +361,7 @@ fn apply(t: &mut Tables, req: &Request<'_>) -> Result<Response, ExceptionCode> {
         }
         Request::WriteMultipleRegisters(a, w) => {
             write(&mut t.holding, &t.read_only, *a, w, MAX_WRITE_REGISTERS)?;
+            clamp(t, *a, w.len());
             Response::WriteMultipleRegisters(*a, n16(w.len()))
         }
         _ => return Err(ExceptionCode::IllegalFunction),
@@ -399,6 +414,7 @@ mod tests {
         t.input.insert(7, 70);
         t.discrete.insert(3, true);
         t.read_only.insert(103);
+        t.clamp.insert(101, (10, 20));
         s.add_unit(1, t.clone());
         s.add_unit(2, t);
         s

@@ -23,9 +23,9 @@ use std::{
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::{Ack, AgentToServer, ServerToAgent, Welcome};
 use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufReadExt as _, BufReader, Lines},
     net::TcpListener,
-    process::{Child, Command},
+    process::{Child, ChildStdout, Command},
     sync::mpsc,
 };
 use tokio_tungstenite::tungstenite::{
@@ -250,6 +250,18 @@ pub fn spawn_agent(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    let (stop, handle, _writer) = spawn_agent_with_writer(toml);
+    (stop, handle)
+}
+
+/// [`spawn_agent`], also returning the agent's writer.
+pub fn spawn_agent_with_writer(
+    toml: &str,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    agent::poller::Writer,
+) {
     agent::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let toml = if toml.contains("[buffer]") {
@@ -267,6 +279,7 @@ pub fn spawn_agent(
         ..Default::default()
     };
     let agent = agent::Agent::build(cfg).with_session_config(session);
+    let writer = agent.writer();
     let stop = CancellationToken::new();
     let s = stop.clone();
     let handle = tokio::spawn(async move {
@@ -274,7 +287,7 @@ pub fn spawn_agent(
         drop(dir);
         result
     });
-    (stop, handle)
+    (stop, handle, writer)
 }
 
 /// A socat pty pair; the links live in a temp dir and vanish with it.
@@ -325,6 +338,41 @@ pub fn python() -> PathBuf {
 /// Start `pymodbus_server.py ARGS` and wait for its READY line; returns the
 /// child and the rest of that line. Fails loudly when Python or pymodbus is missing.
 pub async fn start_pymodbus(args: &[&str]) -> (Child, String) {
+    let peer = start_pymodbus_peer(args).await;
+    (peer.child, peer.ready)
+}
+
+/// A running pymodbus peer whose output is still being read (for `--trace`).
+pub struct Peer {
+    pub child: Child,
+    /// The READY line without "READY ".
+    pub ready: String,
+    pub lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    /// The next traced request, as (unit, function code).
+    pub async fn next_rx(&mut self) -> (u8, u8) {
+        within("a traced request from the pymodbus peer", async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("peer exited");
+                if let Some(rest) = line.strip_prefix("RX ") {
+                    let field = |k: &str| -> u8 {
+                        rest.split_whitespace()
+                            .find_map(|kv| kv.strip_prefix(k))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or_else(|| panic!("bad trace line {line}"))
+                    };
+                    return (field("dev="), field("fc="));
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Like [`start_pymodbus`], keeping the peer's stdout open for trace lines.
+pub async fn start_pymodbus_peer(args: &[&str]) -> Peer {
     let py = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pymodbus_server.py");
     let mut child = Command::new(&py)
@@ -356,5 +404,9 @@ pub async fn start_pymodbus(args: &[&str]) -> (Child, String) {
         }
     })
     .await;
-    (child, ready)
+    Peer {
+        child,
+        ready,
+        lines,
+    }
 }
