@@ -631,6 +631,59 @@ mod tests {
         );
     }
 
+    /// CRC-16/MODBUS bit by bit (Serial Line V1.02 Appendix B), written here
+    /// independently of the `crc` crate the client uses.
+    fn crc16(bytes: &[u8]) -> u16 {
+        let mut crc: u16 = 0xFFFF;
+        for &b in bytes {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    fn write_request() -> impl proptest::strategy::Strategy<Value = WriteRequest> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<u16>(), any::<bool>())
+                .prop_map(|(addr, on)| WriteRequest::SingleCoil { addr, on }),
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(addr, value)| WriteRequest::SingleRegister { addr, value }),
+            (
+                any::<u16>(),
+                proptest::collection::vec(any::<bool>(), 1..=1968)
+            )
+                .prop_map(|(addr, coils)| WriteRequest::MultipleCoils { addr, coils }),
+            (
+                any::<u16>(),
+                proptest::collection::vec(any::<u16>(), 1..=123)
+            )
+                .prop_map(|(addr, values)| WriteRequest::MultipleRegisters { addr, values }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_write_frame_carries_its_request_and_a_valid_crc(
+            unit in proptest::prelude::any::<u8>(),
+            req in write_request(),
+        ) {
+            let adu = adu(unit, &req);
+            // §2.5.1: at most 256 bytes; CRC low byte first
+            proptest::prop_assert!(adu.len() <= 256);
+            let (body, crc) = adu.split_at(adu.len() - 2);
+            proptest::prop_assert_eq!(u16::from_le_bytes([crc[0], crc[1]]), crc16(body));
+            proptest::prop_assert_eq!(body[0], unit);
+            proptest::prop_assert_eq!(pdu::Request::decode(&body[1..]).unwrap(), pdu_request(&req));
+        }
+    }
+
     #[test]
     fn rtu_timing_follows_the_serial_line_spec() {
         // §2.5.1.1 table: one 11-bit character at 9600 baud is 1.146 ms, t3.5 4.010 ms

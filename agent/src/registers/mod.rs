@@ -5,7 +5,7 @@
 //! files into [`Point`]s, [`decode`] turns raw Modbus words/bits into `f64`,
 //! [`encode`] goes the other way (used by writes and the simulators, kept
 //! apart from the decode path so tests of one do not silently reuse the
-//! other), [`write`] turns a value for a point into the Modbus write request
+//! other), [`write`](mod@write) turns a value for a point into the Modbus write request
 //! that sets it, and [`plan`] groups a device's points into the fewest Modbus
 //! read requests.
 
