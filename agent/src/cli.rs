@@ -182,6 +182,13 @@ pub fn describe(cfg: &AgentConfig) -> String {
     for bus in &cfg.buses {
         let how = match &bus.transport {
             Transport::Tcp { address } => format!("tcp {address}"),
+            Transport::Ouman(crate::config::OumanLink::Tcp { address }) => {
+                format!("ouman serial server {address}")
+            }
+            Transport::Ouman(crate::config::OumanLink::Serial(r)) => format!(
+                "ouman {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                r.path, r.baud, r.parity, r.data_bits, r.stop_bits
+            ),
             Transport::Rtu(r) | Transport::Ascii(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
                 if matches!(bus.transport, Transport::Ascii(_)) {
@@ -199,13 +206,22 @@ pub fn describe(cfg: &AgentConfig) -> String {
         let _ = writeln!(s, "bus {}: {how}, timeout {:?}", bus.name, bus.timeout);
     }
     for d in &cfg.devices {
+        // An ouman bus is point to point: its devices have no unit id to show.
+        let point_to_point = cfg
+            .buses
+            .iter()
+            .any(|b| b.name == d.bus && matches!(b.transport, Transport::Ouman(_)));
+        let unit = if point_to_point {
+            String::new()
+        } else {
+            format!(" unit {}", d.unit_id)
+        };
         let _ = writeln!(
             s,
-            "device {} ({}) on {} unit {} profile {} every {:?}",
+            "device {} ({}) on {}{unit} profile {} every {:?}",
             d.key,
             d.label.as_deref().unwrap_or("-"),
             d.bus,
-            d.unit_id,
             d.profile_id,
             d.poll_interval
         );
