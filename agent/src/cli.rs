@@ -10,7 +10,7 @@ use crate::{
     Agent,
     config::{AgentConfig, Transport},
     registers::{builtin_profile_ids, load_builtin},
-    sim::{Eh203Sim, ModelOptions, SimOptions},
+    sim::{Eh203Sim, ModelOptions, OumanSim, SimOptions},
 };
 
 /// Homecontrol site agent.
@@ -88,22 +88,27 @@ fn parse_units(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
 /// Simulated devices.
 #[derive(Debug, Subcommand)]
 pub enum SimDevice {
-    /// Ouman EH-203 with a MODBUS-200 card.
+    /// Ouman EH-203: with a MODBUS-200 card, or (`--native`) on its own serial port.
     Eh203(SimArgs),
 }
 
 /// Options of `simulate eh203`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Serve Modbus TCP on this address, e.g. 127.0.0.1:5020 (port 0 picks one).
+    /// Serve Modbus TCP on this address, e.g. 127.0.0.1:5020 (port 0 picks one);
+    /// with `--native`, the native protocol as raw TCP (a serial server).
     #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
     pub tcp: Option<String>,
-    /// Serve Modbus RTU on this serial port (8N1).
+    /// Serve Modbus RTU on this serial port (8N1); with `--native`, the native protocol.
     #[arg(long)]
     pub serial: Option<PathBuf>,
-    /// Serial baud rate.
-    #[arg(long, default_value_t = 9600)]
-    pub baud: u32,
+    /// Speak the EH-203's native serial protocol (profile `ouman_eh203`)
+    /// instead of Modbus.
+    #[arg(long)]
+    pub native: bool,
+    /// Serial baud rate [default: 9600, or 4800 with --native].
+    #[arg(long)]
+    pub baud: Option<u32>,
     /// Modbus unit id to answer to.
     #[arg(long, default_value_t = 1)]
     pub unit_id: u8,
@@ -182,6 +187,13 @@ pub fn describe(cfg: &AgentConfig) -> String {
     for bus in &cfg.buses {
         let how = match &bus.transport {
             Transport::Tcp { address } => format!("tcp {address}"),
+            Transport::Ouman(crate::config::OumanLink::Tcp { address }) => {
+                format!("ouman serial server {address}")
+            }
+            Transport::Ouman(crate::config::OumanLink::Serial(r)) => format!(
+                "ouman {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                r.path, r.baud, r.parity, r.data_bits, r.stop_bits
+            ),
             Transport::Rtu(r) | Transport::Ascii(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
                 if matches!(bus.transport, Transport::Ascii(_)) {
@@ -199,13 +211,22 @@ pub fn describe(cfg: &AgentConfig) -> String {
         let _ = writeln!(s, "bus {}: {how}, timeout {:?}", bus.name, bus.timeout);
     }
     for d in &cfg.devices {
+        // An ouman bus is point to point: its devices have no unit id to show.
+        let point_to_point = cfg
+            .buses
+            .iter()
+            .any(|b| b.name == d.bus && matches!(b.transport, Transport::Ouman(_)));
+        let unit = if point_to_point {
+            String::new()
+        } else {
+            format!(" unit {}", d.unit_id)
+        };
         let _ = writeln!(
             s,
-            "device {} ({}) on {} unit {} profile {} every {:?}",
+            "device {} ({}) on {}{unit} profile {} every {:?}",
             d.key,
             d.label.as_deref().unwrap_or("-"),
             d.bus,
-            d.unit_id,
             d.profile_id,
             d.poll_interval
         );
@@ -233,6 +254,10 @@ async fn simulate_eh203(args: SimArgs) -> anyhow::Result<()> {
         alarm_b: args.alarm_b,
     };
     let sim = Eh203Sim::new(opts);
+    if args.native {
+        return simulate_eh203_native(OumanSim::new(sim), args.tcp, args.serial, args.baud).await;
+    }
+    let baud = args.baud.unwrap_or(9600);
     let server = if let Some(addr) = args.tcp {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -244,16 +269,52 @@ async fn simulate_eh203(args: SimArgs) -> anyhow::Result<()> {
         );
         sim.serve_tcp(listener)
     } else if let Some(path) = args.serial {
-        let builder = tokio_serial::new(path.to_string_lossy(), args.baud);
+        let builder = tokio_serial::new(path.to_string_lossy(), baud);
         let port = tokio_serial::SerialStream::open(&builder)
             .with_context(|| format!("opening {}", path.display()))?;
         println!(
             "READY eh203 simulator: modbus rtu {} {} 8N1 unit {}",
             path.display(),
-            args.baud,
+            baud,
             args.unit_id
         );
         sim.serve_rtu(port)
+    } else {
+        anyhow::bail!("give --tcp ADDR or --serial PATH");
+    };
+    tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        res = server => res.context("simulator task")?.context("simulator server"),
+    }
+}
+
+/// `simulate eh203 --native`: the native protocol on a serial port or raw TCP.
+async fn simulate_eh203_native(
+    sim: OumanSim,
+    tcp: Option<String>,
+    serial: Option<PathBuf>,
+    baud: Option<u32>,
+) -> anyhow::Result<()> {
+    let server = if let Some(addr) = tcp {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        println!("READY eh203 simulator: ouman native tcp {local}");
+        sim.serve_tcp(listener)
+    } else if let Some(path) = serial {
+        let baud = baud.unwrap_or(crate::config::OUMAN_DEFAULT_BAUD);
+        let builder = tokio_serial::new(path.to_string_lossy(), baud)
+            .data_bits(tokio_serial::DataBits::Eight)
+            .parity(tokio_serial::Parity::None)
+            .stop_bits(tokio_serial::StopBits::One);
+        let port = tokio_serial::SerialStream::open(&builder)
+            .with_context(|| format!("opening {}", path.display()))?;
+        println!(
+            "READY eh203 simulator: ouman native serial {} {baud} 8N1",
+            path.display()
+        );
+        sim.serve_serial(port)
     } else {
         anyhow::bail!("give --tcp ADDR or --serial PATH");
     };

@@ -46,6 +46,10 @@ use crate::{
     tomlfile::{self, TomlFileError},
 };
 
+mod ouman;
+
+pub use self::ouman::OUMAN_DEFAULT_BAUD;
+
 /// The placeholder secret of the example config; `run` refuses it.
 pub const PLACEHOLDER_SECRET: &str = "CHANGE-ME";
 /// Poll interval when a device does not set `poll_interval_ms`.
@@ -132,6 +136,20 @@ pub enum Transport {
         /// `host:port`, resolved at each connect.
         address: String,
     },
+    /// The Ouman EH-203 native protocol to one controller (`kind = "ouman"`).
+    Ouman(OumanLink),
+}
+
+/// How an Ouman controller's RS-232 port is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OumanLink {
+    /// A local serial port (default 4800 baud 8N1).
+    Serial(SerialSettings),
+    /// An RS-232-to-Ethernet serial server passing raw bytes, `host:port`.
+    Tcp {
+        /// `host:port`, resolved at each connect.
+        address: String,
+    },
 }
 
 impl Transport {
@@ -141,6 +159,7 @@ impl Transport {
             Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                 protocol == Protocol::Modbus
             }
+            Transport::Ouman(_) => protocol == Protocol::OumanSerial,
         }
     }
 }
@@ -200,7 +219,7 @@ pub struct DeviceConfig {
     pub label: Option<String>,
     /// Name of the bus it hangs on.
     pub bus: String,
-    /// Modbus unit (slave) id.
+    /// Modbus unit (slave) id; 0 on an `ouman` bus (point to point, no address).
     pub unit_id: u8,
     /// Id of the profile it uses.
     pub profile_id: String,
@@ -302,6 +321,7 @@ enum BusKind {
     Rtu,
     Ascii,
     Tcp,
+    Ouman,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,7 +345,7 @@ struct RawDevice {
     key: Spanned<String>,
     label: Option<String>,
     bus: Spanned<String>,
-    unit_id: Spanned<i64>,
+    unit_id: Option<Spanned<i64>>,
     profile: Spanned<String>,
     poll_interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -358,7 +378,8 @@ impl Validator<'_> {
         let mut devices: Vec<DeviceConfig> = Vec::new();
         for (i, d) in raw.device.into_iter().enumerate() {
             let key_span = d.get_ref().key.span();
-            let dev = self.device(i, d.into_inner(), &buses)?;
+            let span = d.span();
+            let dev = self.device(i, span, d.into_inner(), &buses)?;
             if devices.iter().any(|x| x.key == dev.key) {
                 return self.err(
                     key_span,
@@ -513,6 +534,7 @@ impl Validator<'_> {
             Some(t) => Duration::from_millis(*t.get_ref()),
         };
         let transport = match raw.kind {
+            BusKind::Ouman => self.ouman_transport(i, span, &raw)?,
             BusKind::Tcp => {
                 for (field, present) in [
                     ("path", raw.path.is_some()),
@@ -625,6 +647,7 @@ impl Validator<'_> {
     fn device(
         &self,
         i: usize,
+        span: std::ops::Range<usize>,
         raw: RawDevice,
         buses: &[BusConfig],
     ) -> Result<DeviceConfig, ConfigError> {
@@ -645,16 +668,28 @@ impl Validator<'_> {
                 ),
             );
         };
-        let unit = *raw.unit_id.get_ref();
+        let (unit, unit_span) = match (&bus.transport, &raw.unit_id) {
+            (Transport::Ouman(_), u) => (self.ouman_unit_id(i, u)?, span.clone()),
+            (_, Some(u)) => (*u.get_ref(), u.span()),
+            (_, None) => {
+                return self.err(
+                    span,
+                    key("unit_id"),
+                    format!("missing: a device on bus `{}` needs `unit_id`", bus.name),
+                );
+            }
+        };
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
             Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
+            // `ouman_unit_id` answered 0 for it: the link has no address.
+            Transport::Ouman(_) => 0..=0,
         };
         if !unit_range.contains(&unit) {
             return self.err(
-                raw.unit_id.span(),
+                unit_span,
                 key("unit_id"),
                 format!(
                     "unit_id {unit} is outside {}..={} for a {} bus",
@@ -664,6 +699,7 @@ impl Validator<'_> {
                         Transport::Rtu(_) => "rtu",
                         Transport::Ascii(_) => "ascii",
                         Transport::Tcp { .. } => "tcp",
+                        Transport::Ouman(_) => "ouman",
                     }
                 ),
             );

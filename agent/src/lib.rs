@@ -8,7 +8,8 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial);
+//!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, and the
+//!   Ouman EH-203 native serial protocol ([`devices::ouman`]);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
@@ -53,7 +54,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::{AgentConfig, Transport},
-    devices::BusClient,
+    devices::{BusClient, ouman::OumanClient},
     uplink::session::{Session, SessionConfig},
 };
 
@@ -142,6 +143,10 @@ impl Agent {
             match &bus.transport {
                 Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                     let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
+                    tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                }
+                Transport::Ouman(_) => {
+                    let driver = devices::ouman::OumanDriver::new(OumanClient::new(bus));
                     tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
                 }
             }

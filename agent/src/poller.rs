@@ -298,6 +298,22 @@ pub struct PolledDevice<P> {
     comm: CommState,
 }
 
+impl<P> PolledDevice<P> {
+    /// `device` with its polled `points` and the driver's `plan`, as
+    /// [`run_bus`] keeps it: due at once, never polled yet. For driving a
+    /// [`BusDriver`] directly (tests, tools).
+    pub fn new(device: &DeviceConfig, points: Vec<Point>, plan: P) -> Self {
+        PolledDevice {
+            comm: CommState::new(&device.key, device.poll_interval),
+            key: device.key.clone(),
+            unit_id: device.unit_id,
+            points,
+            plan,
+            next_due: Instant::now(),
+        }
+    }
+}
+
 /// Poll every device of one bus until `cancel` fires. Events go to `tx`; if
 /// the receiver is gone the task ends.
 pub async fn run_bus<D: BusDriver>(

@@ -18,7 +18,11 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            Transport::Rtu(_) | Transport::Tcp { .. } => BusClient::Modbus(ModbusClient::new(bus)),
+            // An ouman bus gets an `OumanClient` (lib.rs); a Modbus client on
+            // it would only report connect errors.
+            Transport::Rtu(_) | Transport::Tcp { .. } | Transport::Ouman(_) => {
+                BusClient::Modbus(ModbusClient::new(bus))
+            }
         }
     }
 }

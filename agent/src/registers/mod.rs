@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod ouman;
 pub mod plan;
 pub mod profile;
 
@@ -110,7 +111,8 @@ pub enum WordOrder {
 }
 
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses,
+/// `ouman_serial` profiles on `ouman` buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
@@ -121,12 +123,15 @@ pub enum Protocol {
     /// Modbus registers and bits ([`PointSpec`]).
     #[default]
     Modbus,
+    /// The Ouman EH-203 native serial protocol ([`ouman::OumanSpec`]).
+    OumanSerial,
 }
 
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
+            Protocol::OumanSerial => "ouman_serial",
         })
     }
 }
@@ -136,6 +141,8 @@ impl std::fmt::Display for Protocol {
 pub enum Spec {
     /// A Modbus register or bit.
     Modbus(PointSpec),
+    /// Bytes of an Ouman data block.
+    Ouman(ouman::OumanSpec),
 }
 
 impl Spec {
@@ -143,6 +150,7 @@ impl Spec {
     pub fn protocol(&self) -> Protocol {
         match self {
             Spec::Modbus(_) => Protocol::Modbus,
+            Spec::Ouman(_) => Protocol::OumanSerial,
         }
     }
 
@@ -150,6 +158,15 @@ impl Spec {
     pub fn modbus(&self) -> Option<&PointSpec> {
         match self {
             Spec::Modbus(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Ouman half, when the point is an Ouman native point.
+    pub fn ouman(&self) -> Option<&ouman::OumanSpec> {
+        match self {
+            Spec::Ouman(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -157,6 +174,7 @@ impl Spec {
     pub fn is_binary(&self) -> bool {
         match self {
             Spec::Modbus(s) => s.data_type == DataType::Bool,
+            Spec::Ouman(s) => s.data_type == ouman::OumanType::Bool,
         }
     }
 
@@ -166,6 +184,10 @@ impl Spec {
             Spec::Modbus(s) => {
                 let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
                 format!("{} {}{bit} {:?}", s.function, s.address.0, s.data_type)
+            }
+            Spec::Ouman(s) => {
+                let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+                format!("data ID {} byte {}{bit} {:?}", s.id, s.byte, s.data_type)
             }
         }
     }

@@ -10,13 +10,20 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder};
+use super::{
+    DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder,
+    ouman::{DataId, OumanSpec, OumanType, SpecError},
+};
 use crate::tomlfile::{self, TomlFileError};
 
 /// Error type of profile loading: a located mistake in a profile file.
 pub type ProfileError = TomlFileError;
 
 const BUILTINS: &[(&str, &str)] = &[
+    (
+        "ouman_eh203",
+        include_str!("../../profiles/ouman_eh203.toml"),
+    ),
     (
         "ouman_eh203_modbus200",
         include_str!("../../profiles/ouman_eh203_modbus200.toml"),
@@ -189,9 +196,12 @@ pub(crate) struct RawPoint {
     function: Option<Function>,
     address: Option<u16>,
     count: Option<u16>,
-    data_type: Option<DataType>,
+    data_type: Option<TypeName>,
     bit: Option<u8>,
     word_order: Option<WordOrder>,
+    // Ouman native serial: data ID and byte offset inside its data
+    data_id: Option<u16>,
+    byte: Option<u8>,
     scale: Option<f64>,
     offset: Option<f64>,
     #[serde(default)]
@@ -230,6 +240,7 @@ impl RawPoint {
         }
         let spec = match protocol {
             Protocol::Modbus => Spec::Modbus(self.modbus_spec()?),
+            Protocol::OumanSerial => Spec::Ouman(self.ouman_spec()?),
         };
         Ok(Point {
             key: self.name,
@@ -279,9 +290,24 @@ impl RawPoint {
     /// The Modbus half: table, address, type, scaling.
     fn modbus_spec(&self) -> Result<PointSpec, (&'static str, String)> {
         let protocol = Protocol::Modbus;
+        refuse_foreign(
+            protocol,
+            &[
+                ("data_id", self.data_id.is_some()),
+                ("byte", self.byte.is_some()),
+            ],
+        )?;
         let function = Self::required(self.function, "function", protocol)?;
         let address = Self::required(self.address, "address", protocol)?;
-        let data_type = Self::required(self.data_type, "data_type", protocol)?;
+        let data_type = match Self::required(self.data_type, "data_type", protocol)?.modbus() {
+            Some(t) => t,
+            None => {
+                return Err((
+                    "data_type",
+                    "`u8` is not a Modbus type (a register is 16 bits; use u16)".into(),
+                ));
+            }
+        };
         let width = data_type.width();
         if !function.is_register() && data_type != DataType::Bool {
             return Err(("data_type", format!("a {} point must be `bool`", function)));
@@ -329,6 +355,99 @@ impl RawPoint {
             scale,
             offset,
         })
+    }
+
+    /// The Ouman native half: data ID, byte offset, type, bit, scaling.
+    fn ouman_spec(&self) -> Result<OumanSpec, (&'static str, String)> {
+        let protocol = Protocol::OumanSerial;
+        refuse_foreign(
+            protocol,
+            &[
+                ("function", self.function.is_some()),
+                ("address", self.address.is_some()),
+                ("count", self.count.is_some()),
+                ("word_order", self.word_order.is_some()),
+            ],
+        )?;
+        let id = DataId(Self::required(self.data_id, "data_id", protocol)?);
+        let data_type = match self.data_type {
+            None => None,
+            Some(name) => Some(OumanType::from_name(name).ok_or_else(|| {
+                let err = SpecError::ForeignType(name.to_string());
+                ("data_type", err.to_string())
+            })?),
+        };
+        if data_type == Some(OumanType::Bool) {
+            for (field, set) in [
+                ("scale", self.scale.is_some()),
+                ("offset", self.offset.is_some()),
+            ] {
+                if set {
+                    return Err((field, format!("`{field}` does not apply to a bool point")));
+                }
+            }
+        }
+        let scaling = self.scaling()?;
+        OumanSpec::new(id, self.byte.unwrap_or(0), data_type, self.bit, scaling).map_err(|e| {
+            let field = match e {
+                SpecError::BadBit(_) | SpecError::BitOnNumber => "bit",
+                SpecError::TooFar { .. } => "byte",
+                _ => "data_type",
+            };
+            (field, e.to_string())
+        })
+    }
+}
+
+/// Refuse the first of `fields` (name, present) that is set: it belongs to
+/// another protocol's points.
+fn refuse_foreign(
+    protocol: Protocol,
+    fields: &[(&'static str, bool)],
+) -> Result<(), (&'static str, String)> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err((
+            field,
+            format!("`{field}` does not apply to {protocol} points"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every `data_type` name a profile may use; each protocol accepts its own
+/// subset (Modbus: all but `u8`; ouman_serial: i16, u16, u8, bool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TypeName {
+    I16,
+    U16,
+    I32,
+    U32,
+    F32,
+    Bool,
+    Bits16,
+    U8,
+}
+
+impl TypeName {
+    /// The Modbus data type of this name; `None` for `u8`.
+    fn modbus(self) -> Option<DataType> {
+        Some(match self {
+            TypeName::I16 => DataType::I16,
+            TypeName::U16 => DataType::U16,
+            TypeName::I32 => DataType::I32,
+            TypeName::U32 => DataType::U32,
+            TypeName::F32 => DataType::F32,
+            TypeName::Bool => DataType::Bool,
+            TypeName::Bits16 => DataType::Bits16,
+            TypeName::U8 => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format!("{self:?}").to_lowercase())
     }
 }
 
