@@ -182,6 +182,15 @@ pub fn describe(cfg: &AgentConfig) -> String {
     for bus in &cfg.buses {
         let how = match &bus.transport {
             Transport::Tcp { address } => format!("tcp {address}"),
+            Transport::ModbusSlave(l) => format!(
+                "modbus_slave ({:?} framing; the PLC is the master) {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                l.framing,
+                l.serial.path,
+                l.serial.baud,
+                l.serial.parity,
+                l.serial.data_bits,
+                l.serial.stop_bits
+            ),
             Transport::Rtu(r) | Transport::Ascii(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
                 if matches!(bus.transport, Transport::Ascii(_)) {

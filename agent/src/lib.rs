@@ -53,7 +53,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::{AgentConfig, Transport},
-    devices::BusClient,
+    devices::{BusClient, slave},
     uplink::session::{Session, SessionConfig},
 };
 
@@ -65,6 +65,7 @@ pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 pub struct Agent {
     cfg: AgentConfig,
     session: SessionConfig,
+    slave_banks: std::collections::BTreeMap<String, slave::Bank>,
 }
 
 impl Agent {
@@ -74,6 +75,7 @@ impl Agent {
     pub fn build(cfg: AgentConfig) -> Agent {
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
         Agent {
+            slave_banks: slave::banks(&cfg),
             cfg,
             session: SessionConfig::default(),
         }
@@ -89,6 +91,13 @@ impl Agent {
     /// The configuration this agent runs.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The register bank of `device` when it is a PLC exchange area on a
+    /// `modbus_slave` bus: values are offered to the PLC and read from it here
+    /// (clones share the bank the running agent serves).
+    pub fn slave_bank(&self, device: &str) -> Option<slave::Bank> {
+        self.slave_banks.get(device).cloned()
     }
 
     /// The `Hello` sent at the start of every uplink session.
@@ -143,6 +152,22 @@ impl Agent {
                 Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                     let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
                     tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                }
+                Transport::ModbusSlave(line) => {
+                    let units = devices
+                        .iter()
+                        .filter_map(|d| {
+                            let bank = self.slave_banks.get(&d.key)?.clone();
+                            Some(slave::SlaveUnit {
+                                unit_id: d.unit_id,
+                                device: d.key.clone(),
+                                bank,
+                                round: d.poll_interval,
+                            })
+                        })
+                        .collect();
+                    let line = line.clone();
+                    tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
                 }
             }
         }

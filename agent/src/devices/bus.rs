@@ -18,7 +18,10 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            Transport::Rtu(_) | Transport::Tcp { .. } => BusClient::Modbus(ModbusClient::new(bus)),
+            // A slave bus is served, not polled; its client reports a connect error.
+            Transport::Rtu(_) | Transport::Tcp { .. } | Transport::ModbusSlave(_) => {
+                BusClient::Modbus(ModbusClient::new(bus))
+            }
         }
     }
 }

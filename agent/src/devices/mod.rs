@@ -11,6 +11,7 @@
 pub mod ascii;
 pub mod bus;
 pub mod modbus;
+pub mod slave;
 
 use std::{fmt, future::Future, time::Duration};
 

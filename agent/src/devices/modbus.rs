@@ -61,6 +61,7 @@ impl ModbusClient {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
             Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
+            Transport::ModbusSlave(l) => l.serial.path.clone(),
         }
     }
 }
@@ -82,6 +83,7 @@ async fn connect(transport: Transport) -> Result<Context, String> {
             }
             // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
             Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
+            Transport::ModbusSlave(_) => Err("a modbus_slave bus is served, not polled".into()),
             Transport::Rtu(settings) => {
                 let port = tokio_serial::SerialStream::open(&port_builder(settings))
                     .map_err(|e| e.to_string())?;

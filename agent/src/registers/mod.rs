@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod exchange;
 pub mod plan;
 pub mod profile;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
+pub use exchange::Direction;
 pub use plan::{PlannedRead, PointSlot, plan_reads};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
 
