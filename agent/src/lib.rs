@@ -8,7 +8,8 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial);
+//!   implementation over TCP and RTU (tokio-serial), and Modbus slave mode
+//!   ([`devices::slave`]: a PLC master polls the agent's register bank);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written

@@ -112,7 +112,7 @@ pub enum WordOrder {
 }
 
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii`, `tcp` and `modbus_slave` buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod model;
+pub mod plc_master;
 
 use std::{
     collections::BTreeMap,

@@ -1,0 +1,237 @@
+//! Slave mode against our own PLC master simulator (`agent simulate
+//! plc-master`, tokio-modbus's RTU client): the whole agent answers on one
+//! end of a socat pty pair with the built-in `plc_cottage_exchange` area at
+//! unit 10, the simulated PLC runs its fixed request list on the other, and a
+//! fake server receives readings and the PLC's online state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use agent::{registers::load_builtin, sim::plc_master::PlcMaster};
+use common::{FakeServer, socat_pair, spawn_agent_then, within};
+use protocol::AgentToServer;
+use tokio_serial::SerialStream;
+
+const UNIT: u8 = 10;
+const DEVICE: &str = "cottage_plc";
+
+fn agent_toml(server_url: &str, tty: &std::path::Path, round_ms: u64) -> String {
+    format!(
+        r#"[server]
+url = "{server_url}"
+agent_id = "{id}"
+secret = "{secret}"
+
+[[bus]]
+name = "plc"
+kind = "modbus_slave"
+path = "{tty}"
+baud = 9600
+parity = "none"
+
+[[device]]
+key = "{DEVICE}"
+bus = "plc"
+unit_id = {UNIT}
+profile = "plc_cottage_exchange"
+poll_interval_ms = {round_ms}
+"#,
+        id = common::AGENT_ID,
+        secret = common::SECRET,
+        tty = tty.display()
+    )
+}
+
+fn master() -> PlcMaster {
+    let profile = load_builtin("plc_cottage_exchange").unwrap().unwrap();
+    PlcMaster::new(&profile, Duration::from_millis(500)).unwrap()
+}
+
+fn open(tty: &std::path::Path) -> SerialStream {
+    SerialStream::open(&tokio_serial::new(tty.to_string_lossy(), 9600)).unwrap()
+}
+
+/// Readings seen by the fake server until `done` holds for the latest values.
+async fn readings_until(
+    server: &mut FakeServer,
+    mut done: impl FnMut(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let mut latest = BTreeMap::new();
+    while !done(&latest) {
+        let rs = server
+            .next_matching("readings from the slave bus", |s| match &s.msg {
+                AgentToServer::Readings(b) => Some(b.readings.clone()),
+                _ => None,
+            })
+            .await;
+        for r in rs {
+            latest.insert(r.point, r.value);
+        }
+    }
+    latest
+}
+
+async fn expect_status(server: &mut FakeServer, online: bool) -> protocol::DeviceStatus {
+    server
+        .next_matching("the PLC's device status", |s| match &s.msg {
+            AgentToServer::DeviceStatus(st) if st.device == DEVICE && st.online == online => {
+                Some(st.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_the_simulated_plc_and_delivers_offers_when_it_reads_them() {
+    let pty = socat_pair().await;
+    let mut server = FakeServer::start().await;
+    let (stop, handle, bank) = spawn_agent_then(&agent_toml(&server.url, &pty.b, 300), |a| {
+        a.slave_bank(DEVICE).unwrap()
+    });
+    let mut plc = master();
+    let mut ctx = PlcMaster::connect(open(&pty.a), UNIT);
+
+    // Rounds until the agent's port is open and every request is answered.
+    let first = within("a round answered in full", async {
+        loop {
+            let r = plc.round(&mut ctx).await;
+            if r.failed.is_empty() {
+                return r;
+            }
+        }
+    })
+    .await;
+    assert_eq!(first.ok, 6);
+    assert!(
+        first
+            .read
+            .iter()
+            .all(|(_, v)| v.is_none() || v == &Some(0.0)),
+        "nothing offered yet: registers unknown, bits off: {first}"
+    );
+    expect_status(&mut server, true).await;
+
+    // What the PLC writes arrives as readings; the echo holds the PLC's default.
+    let from_plc = [
+        "indoor_temp",
+        "outdoor_temp",
+        "hot_water_temp",
+        "energy_total",
+        "room_setpoint_applied",
+        "door_open",
+        "burglar_alarm",
+        "gsm_ok",
+        "heating_on",
+    ];
+    let seen = readings_until(&mut server, |l| from_plc.iter().all(|k| l.contains_key(*k))).await;
+    assert!((-10.0..=35.0).contains(&seen["indoor_temp"]), "{seen:?}");
+    assert_eq!(seen["room_setpoint_applied"], 15.0);
+    assert_eq!(seen["burglar_alarm"], 0.0);
+    assert_eq!(
+        bank.value("indoor_temp").unwrap().unwrap().value,
+        seen["indoor_temp"]
+    );
+
+    // Offers wait for the PLC's next read (and its echo where it has one).
+    let mut setpoint = bank.offer("room_setpoint", 21.5).unwrap();
+    let mut mode = bank.offer("heating_mode", 2.0).unwrap();
+    let mut heat = bank.offer("heating_request", 1.0).unwrap();
+    for d in [&mut setpoint, &mut mode, &mut heat] {
+        assert_eq!(d.try_outcome(), None, "the PLC has not read it yet");
+    }
+    let r = plc.round(&mut ctx).await;
+    let read: BTreeMap<_, _> = r.read.iter().cloned().collect();
+    assert_eq!(read["room_setpoint"], Some(21.5), "{r}");
+    assert_eq!(read["heating_mode"], Some(2.0), "{r}");
+    assert_eq!(read["heating_request"], Some(1.0), "{r}");
+    assert!(within("setpoint delivered", setpoint).await.unwrap().echoed);
+    assert!(!within("mode delivered", mode).await.unwrap().echoed);
+    assert!(within("heating delivered", heat).await.unwrap().echoed);
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&21.5)
+            && l.get("room_setpoint") == Some(&21.5)
+            && l.get("heating_on") == Some(&1.0)
+    })
+    .await;
+
+    // The PLC stops: offline after three silent rounds, online at its next request.
+    let off = expect_status(&mut server, false).await;
+    assert!(
+        off.last_error
+            .unwrap()
+            .contains("no request from the PLC master"),
+        "why offline"
+    );
+    plc.round(&mut ctx).await;
+    expect_status(&mut server, true).await;
+
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plc_master_command_runs_its_rounds_against_the_agent() {
+    let pty = socat_pair().await;
+    let mut server = FakeServer::start().await;
+    let (stop, handle, bank) = spawn_agent_then(&agent_toml(&server.url, &pty.b, 1000), |a| {
+        a.slave_bank(DEVICE).unwrap()
+    });
+    // Wait until the agent answers (its port is open), with a master of our own.
+    {
+        let mut plc = master();
+        let mut ctx = PlcMaster::connect(open(&pty.a), UNIT);
+        within("the agent to answer", async {
+            while !plc.round(&mut ctx).await.failed.is_empty() {}
+        })
+        .await;
+    }
+    let setpoint = bank.offer("room_setpoint", 21.5).unwrap();
+    let out = within(
+        "agent simulate plc-master to finish its rounds",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["simulate", "plc-master", "--serial"])
+            .arg(&pty.a)
+            .args(["--unit", "10", "--baud", "9600", "--parity", "none"])
+            .args(["--rounds", "3", "--round-ms", "100", "--timeout-ms", "2000"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("READY plc-master: modbus rtu"),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 4, "READY and three rounds: {stdout}");
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("round {}: 6 ok, 0 failed;", i + 1)),
+            "{stdout}"
+        );
+        assert!(line.contains(" room_setpoint=21.5 "), "{stdout}");
+        assert!(line.contains(" heating_mode=unknown "), "{stdout}");
+    }
+    assert!(
+        within("the echoed setpoint", setpoint)
+            .await
+            .unwrap()
+            .echoed
+    );
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&21.5)
+    })
+    .await;
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
+}
