@@ -269,7 +269,14 @@ pub fn describe(cfg: &AgentConfig) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(s, "  {:<24} {} {}{guess}", p.key, p.spec.describe(), p.unit);
+            let dir = p.direction.map(|d| format!(" {d}")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {:<24} {} {}{dir}{guess}",
+                p.key,
+                p.spec.describe(),
+                p.unit
+            );
         }
     }
     s

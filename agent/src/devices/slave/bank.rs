@@ -1179,6 +1179,107 @@ direction = "to_plc"
         assert!(e.contains("`gone` is not an enabled point"), "{e}");
     }
 
+    /// Registers 65530..=65535 written by the PLC, 0..=3 offered to it.
+    const EDGE: &str = r#"
+[[profile]]
+id = "edge"
+[[profile.point]]
+name = "top"
+function = "holding"
+address = 65530
+data_type = "u16"
+direction = "from_plc"
+[[profile.point]]
+name = "top32"
+function = "holding"
+address = 65531
+data_type = "i32"
+direction = "from_plc"
+[[profile.point]]
+name = "tail"
+function = "holding"
+address = 65533
+data_type = "u32"
+word_order = "low_first"
+direction = "from_plc"
+[[profile.point]]
+name = "last"
+function = "holding"
+address = 65535
+data_type = "i16"
+direction = "from_plc"
+[[profile.point]]
+name = "low"
+function = "holding"
+address = 0
+data_type = "f32"
+direction = "to_plc"
+[[profile.point]]
+name = "coil_top"
+function = "coil"
+address = 65535
+data_type = "bool"
+direction = "from_plc"
+"#;
+
+    fn request() -> impl proptest::strategy::Strategy<Value = Request> {
+        use proptest::prelude::*;
+        let addr = prop_oneof![0u16..8, 65528u16..=65535];
+        prop_oneof![
+            (addr.clone(), 1u16..=125)
+                .prop_map(|(addr, count)| Request::ReadHoldingRegisters { addr, count }),
+            (addr.clone(), 1u16..=2000)
+                .prop_map(|(addr, count)| Request::ReadCoils { addr, count }),
+            (addr.clone(), any::<u16>())
+                .prop_map(|(addr, value)| Request::WriteSingleRegister { addr, value }),
+            (addr.clone(), prop::collection::vec(any::<u16>(), 1..=8))
+                .prop_map(|(addr, values)| Request::WriteMultipleRegisters { addr, values }),
+            (addr.clone(), prop::collection::vec(any::<bool>(), 1..=8))
+                .prop_map(|(addr, coils)| Request::WriteMultipleCoils { addr, coils }),
+            (addr, any::<bool>()).prop_map(|(addr, on)| Request::WriteSingleCoil { addr, on }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_request_sequence_is_answered_or_refused_without_panicking(
+            reqs in proptest::collection::vec(request(), 1..20),
+            offer in proptest::num::f64::ANY,
+        ) {
+            let mut b = BankState::new("edge", &points(EDGE), ROUND).unwrap();
+            let _ = b.offer("low", offer, T0);
+            for (i, r) in reqs.iter().enumerate() {
+                match b.handle(r, at(i as u64)) {
+                    Ok(h) => proptest::prop_assert!(h.readings.iter().all(|r| r.value.is_finite())),
+                    Err(code) => proptest::prop_assert_eq!(code, ExceptionCode::IllegalDataAddress),
+                }
+            }
+        }
+
+        #[test]
+        fn what_the_plc_writes_it_reads_back_and_users_see_decoded(words in proptest::collection::vec(proptest::prelude::any::<u16>(), 6)) {
+            let mut b = BankState::new("edge", &points(EDGE), ROUND).unwrap();
+            let h = write_regs(&mut b, 65530, &words, T0);
+            proptest::prop_assert_eq!(h.readings.len(), 4);
+            proptest::prop_assert_eq!(read_holding(&mut b, 65530, 6, T0), words.clone());
+            let top32 = (u32::from(words[1]) << 16 | u32::from(words[2])) as i32;
+            proptest::prop_assert_eq!(b.value("top32").unwrap().unwrap().value, f64::from(top32));
+            let tail = u32::from(words[4]) << 16 | u32::from(words[3]);
+            proptest::prop_assert_eq!(b.value("tail").unwrap().unwrap().value, f64::from(tail));
+            proptest::prop_assert_eq!(b.value("last").unwrap().unwrap().value, f64::from(words[5] as i16));
+        }
+
+        #[test]
+        fn an_offered_value_reads_back_as_itself(v in -1.0e6f32..1.0e6) {
+            let mut b = BankState::new("edge", &points(EDGE), ROUND).unwrap();
+            let mut d = b.offer("low", f64::from(v), T0).unwrap();
+            let words = read_holding(&mut b, 0, 2, T0);
+            let back = f32::from_bits(u32::from(words[0]) << 16 | u32::from(words[1]));
+            proptest::prop_assert_eq!(back, v);
+            proptest::prop_assert!(d.try_outcome().is_some_and(|o| o.is_ok()));
+        }
+    }
+
     #[tokio::test]
     async fn write_is_done_only_when_the_master_took_the_value() {
         let b = Bank::new("plc", &points(PROFILE), ROUND).unwrap();
