@@ -235,3 +235,113 @@ async fn the_plc_master_command_runs_its_rounds_against_the_agent() {
     stop.cancel();
     within("the agent to stop", handle).await.unwrap().unwrap();
 }
+
+/// "Plug in" an adapter: a socat pty pair with links `a` (the PLC's end) and `b` (ours).
+async fn plug(a: &std::path::Path, b: &std::path::Path) -> tokio::process::Child {
+    let child = tokio::process::Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("socat is required (apt-get install socat)");
+    within("the pty links", async {
+        while !(a.exists() && b.exists()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplugged_slave_line_is_reopened_and_the_plc_is_served_again() {
+    use agent::{
+        config::AgentConfig,
+        devices::slave::{self, SlaveUnit},
+        metrics::Metrics,
+        poller::PollEvent,
+    };
+    use tokio::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("plc"), dir.path().join("usb-rs485"));
+    let mut socat = plug(&a, &b).await;
+    let toml = format!(
+        "{}\n[buffer]\npath = \"{}\"\n",
+        agent_toml("ws://127.0.0.1:1/agent/v1/ws", &b, 200),
+        dir.path().join("buf.db").display()
+    );
+    let cfg = AgentConfig::from_toml("replug.toml", &toml, std::path::Path::new(".")).unwrap();
+    let agent::config::Transport::ModbusSlave(line) = cfg.buses[0].transport.clone() else {
+        panic!("a slave line")
+    };
+    let bank = slave::bank_for(&cfg.devices[0]).unwrap();
+    let unit = SlaveUnit {
+        unit_id: UNIT,
+        device: DEVICE.into(),
+        bank: bank.clone(),
+        round: Duration::from_millis(200),
+    };
+    let (tx, mut rx) = mpsc::channel(256);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(slave::run_slave_bus(
+        "plc".into(),
+        line,
+        vec![unit],
+        tx,
+        cancel.clone(),
+        std::sync::Arc::new(Metrics::default()),
+    ));
+    let mut next_status = async |online: bool| {
+        within("a status change", async {
+            loop {
+                match rx.recv().await.expect("slave bus running") {
+                    PollEvent::Status(s) if s.online == online => return s,
+                    _ => {}
+                }
+            }
+        })
+        .await
+    };
+    let mut plc = master();
+    {
+        let mut ctx = PlcMaster::connect(open(&a), UNIT);
+        within("the slave to answer", async {
+            while !plc.round(&mut ctx).await.failed.is_empty() {}
+        })
+        .await;
+    }
+    next_status(true).await;
+
+    // Unplug: the adapter and its device node vanish; the PLC goes unheard.
+    socat.kill().await.unwrap();
+    let off = next_status(false).await;
+    assert!(
+        off.last_error.unwrap().contains("serial port"),
+        "names the port"
+    );
+
+    // Plug back in under the same name; nobody restarts anything.
+    let _socat = plug(&a, &b).await;
+    // The new pty may reuse the number of one the slave has not closed yet.
+    let port = within("the PLC's end of the new line to open", async {
+        loop {
+            match SerialStream::open(&tokio_serial::new(a.to_string_lossy(), 9600)) {
+                Ok(p) => return p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    let mut ctx = PlcMaster::connect(port, UNIT);
+    within("the slave to answer after the replug", async {
+        while !plc.round(&mut ctx).await.failed.is_empty() {}
+    })
+    .await;
+    next_status(true).await;
+    assert!(bank.value("indoor_temp").unwrap().is_some());
+    cancel.cancel();
+    task.await.unwrap();
+}
