@@ -90,6 +90,48 @@ fn parse_units(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
 pub enum SimDevice {
     /// Ouman EH-203: with a MODBUS-200 card, or (`--native`) on its own serial port.
     Eh203(SimArgs),
+    /// A PLC master running a fixed request list every round against the
+    /// agent's `modbus_slave` bus (reads the to_plc blocks, writes the from_plc ones).
+    PlcMaster(PlcMasterArgs),
+}
+
+/// Options of `simulate plc-master`.
+#[derive(Debug, Args)]
+pub struct PlcMasterArgs {
+    /// Serial port of the line (Modbus RTU, 8 data bits, 1 stop bit).
+    #[arg(long)]
+    pub serial: PathBuf,
+    /// Unit id of the agent's exchange area.
+    #[arg(long, default_value_t = 1)]
+    pub unit: u8,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 19_200)]
+    pub baud: u32,
+    /// Parity: none, even or odd.
+    #[arg(long, default_value = "even", value_parser = parse_parity)]
+    pub parity: crate::config::Parity,
+    /// Exchange-area profile: a built-in id or a .toml path (`path.toml#id`).
+    #[arg(long, default_value = "plc_cottage_exchange")]
+    pub profile: String,
+    /// Milliseconds from the start of one round to the next.
+    #[arg(long, default_value_t = 1000)]
+    pub round_ms: u64,
+    /// Milliseconds to wait for each reply.
+    #[arg(long, default_value_t = 500)]
+    pub timeout_ms: u64,
+    /// Stop after this many rounds (default: run until stopped).
+    #[arg(long)]
+    pub rounds: Option<u64>,
+}
+
+fn parse_parity(s: &str) -> Result<crate::config::Parity, String> {
+    use crate::config::Parity;
+    match s {
+        "none" => Ok(Parity::None),
+        "even" => Ok(Parity::Even),
+        "odd" => Ok(Parity::Odd),
+        other => Err(format!("`{other}` is not none, even or odd")),
+    }
 }
 
 /// Options of `simulate eh203`.
@@ -172,6 +214,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate {
             device: SimDevice::Eh203(args),
         } => simulate_eh203(args).await,
+        Command::Simulate {
+            device: SimDevice::PlcMaster(args),
+        } => simulate_plc_master(args).await,
     }
 }
 
@@ -193,6 +238,15 @@ pub fn describe(cfg: &AgentConfig) -> String {
             Transport::Ouman(crate::config::OumanLink::Serial(r)) => format!(
                 "ouman {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
                 r.path, r.baud, r.parity, r.data_bits, r.stop_bits
+            ),
+            Transport::ModbusSlave(l) => format!(
+                "modbus_slave ({:?} framing; the PLC is the master) {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
+                l.framing,
+                l.serial.path,
+                l.serial.baud,
+                l.serial.parity,
+                l.serial.data_bits,
+                l.serial.stop_bits
             ),
             Transport::Rtu(r) | Transport::Ascii(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
@@ -236,7 +290,14 @@ pub fn describe(cfg: &AgentConfig) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(s, "  {:<24} {} {}{guess}", p.key, p.spec.describe(), p.unit);
+            let dir = p.direction.map(|d| format!(" {d}")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {:<24} {} {}{dir}{guess}",
+                p.key,
+                p.spec.describe(),
+                p.unit
+            );
         }
     }
     s
@@ -321,6 +382,63 @@ async fn simulate_eh203_native(
     tokio::select! {
         () = shutdown_signal() => Ok(()),
         res = server => res.context("simulator task")?.context("simulator server"),
+    }
+}
+
+async fn simulate_plc_master(args: PlcMasterArgs) -> anyhow::Result<()> {
+    use crate::{
+        config::{DataBits, SerialSettings, StopBits},
+        registers::{parse_profile, profile::pick},
+        sim::plc_master::PlcMaster,
+    };
+    let profile = match load_builtin(&args.profile) {
+        Some(p) => p?,
+        None => {
+            let (path, id) = match args.profile.rsplit_once('#') {
+                Some((p, id)) => (p, Some(id)),
+                None => (args.profile.as_str(), None),
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the profile {path}"))?;
+            pick(path, parse_profile(path, &text)?, id)?
+        }
+    };
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let mut master = PlcMaster::new(&profile, timeout)
+        .map_err(|e| anyhow::anyhow!("profile `{}` is not an exchange area: {e}", profile.id))?;
+    let settings = SerialSettings {
+        path: args.serial.to_string_lossy().into_owned(),
+        baud: args.baud,
+        parity: args.parity,
+        data_bits: DataBits::Eight,
+        stop_bits: StopBits::One,
+    };
+    let port = tokio_serial::SerialStream::open(&crate::devices::modbus::port_builder(&settings))
+        .with_context(|| format!("opening {}", settings.path))?;
+    let mut ctx = PlcMaster::connect(port, args.unit);
+    println!(
+        "READY plc-master: modbus rtu {} {} baud {:?} parity, unit {}, {} requests every {} ms",
+        settings.path,
+        settings.baud,
+        settings.parity,
+        args.unit,
+        master.requests_per_round(),
+        args.round_ms
+    );
+    let mut every = tokio::time::interval(Duration::from_millis(args.round_ms.max(10)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown_signal() => return Ok(()),
+            _ = every.tick() => {
+                println!("{}", master.round(&mut ctx).await);
+                done += 1;
+                if args.rounds.is_some_and(|n| done >= n) {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

@@ -138,6 +138,9 @@ pub enum Transport {
     },
     /// The Ouman EH-203 native protocol to one controller (`kind = "ouman"`).
     Ouman(OumanLink),
+    /// A serial line where a PLC is the Modbus master and the agent answers
+    /// as a slave (`kind = "modbus_slave"`): served, not polled.
+    ModbusSlave(SlaveLine),
 }
 
 /// How an Ouman controller's RS-232 port is reached.
@@ -152,13 +155,34 @@ pub enum OumanLink {
     },
 }
 
+/// The line of a `modbus_slave` bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveLine {
+    /// Port and character format (default 19200 8E1, Serial Line V1.02 §2.5.1).
+    pub serial: SerialSettings,
+    /// RTU or ASCII frames.
+    pub framing: SlaveFraming,
+}
+
+/// Frame format on a `modbus_slave` line (`framing = "rtu" | "ascii"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaveFraming {
+    /// Modbus RTU (the default).
+    #[default]
+    Rtu,
+    /// Modbus ASCII (default 7E1).
+    Ascii,
+}
+
 impl Transport {
     /// Whether devices with a profile in `protocol` can hang on this bus.
     pub fn speaks(&self, protocol: Protocol) -> bool {
         match self {
-            Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
-                protocol == Protocol::Modbus
-            }
+            Transport::Rtu(_)
+            | Transport::Ascii(_)
+            | Transport::Tcp { .. }
+            | Transport::ModbusSlave(_) => protocol == Protocol::Modbus,
             Transport::Ouman(_) => protocol == Protocol::OumanSerial,
         }
     }
@@ -322,6 +346,7 @@ enum BusKind {
     Ascii,
     Tcp,
     Ouman,
+    ModbusSlave,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +362,7 @@ struct RawBus {
     address: Option<Spanned<String>>,
     timeout_ms: Option<Spanned<u64>>,
     max_gap: Option<u16>,
+    framing: Option<SlaveFraming>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,7 +405,28 @@ impl Validator<'_> {
         for (i, d) in raw.device.into_iter().enumerate() {
             let key_span = d.get_ref().key.span();
             let span = d.span();
+            let unit_span = d
+                .get_ref()
+                .unit_id
+                .as_ref()
+                .map_or(span.clone(), |u| u.span());
             let dev = self.device(i, span, d.into_inner(), &buses)?;
+            let slave_bus = buses
+                .iter()
+                .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)));
+            if let Some(other) = devices
+                .iter()
+                .find(|x| slave_bus && x.bus == dev.bus && x.unit_id == dev.unit_id)
+            {
+                return self.err(
+                    unit_span,
+                    format!("device[{i}].unit_id"),
+                    format!(
+                        "the agent already answers unit {} on bus `{}` for device `{}`",
+                        dev.unit_id, dev.bus, other.key
+                    ),
+                );
+            }
             if devices.iter().any(|x| x.key == dev.key) {
                 return self.err(
                     key_span,
@@ -533,6 +580,27 @@ impl Validator<'_> {
             }
             Some(t) => Duration::from_millis(*t.get_ref()),
         };
+        if raw.kind == BusKind::ModbusSlave {
+            // The master paces a slave line; our requests and timeouts do not exist there.
+            for (field, present) in [
+                ("timeout_ms", raw.timeout_ms.is_some()),
+                ("max_gap", raw.max_gap.is_some()),
+            ] {
+                if present {
+                    return self.err(
+                        span,
+                        key(field),
+                        "does not apply to a `modbus_slave` bus: the PLC master paces it",
+                    );
+                }
+            }
+        } else if raw.framing.is_some() {
+            return self.err(
+                span,
+                key("framing"),
+                "only applies to `kind = \"modbus_slave\"` buses (rtu and ascii buses are named by kind)",
+            );
+        }
         let transport = match raw.kind {
             BusKind::Ouman => self.ouman_transport(i, span, &raw)?,
             BusKind::Tcp => {
@@ -573,9 +641,11 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu | BusKind::Ascii => {
+            BusKind::Rtu | BusKind::Ascii | BusKind::ModbusSlave => {
                 // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
-                let ascii = raw.kind == BusKind::Ascii;
+                let slave = raw.kind == BusKind::ModbusSlave;
+                let framing = raw.framing.unwrap_or_default();
+                let ascii = raw.kind == BusKind::Ascii || (slave && framing == SlaveFraming::Ascii);
                 if let Some(a) = &raw.address {
                     return self.err(
                         a.span(),
@@ -591,6 +661,8 @@ impl Validator<'_> {
                     );
                 };
                 let baud = match raw.baud {
+                    // Serial Line V1.02 §2.5.1: 19200 is the default rate.
+                    None if slave => 19_200,
                     None => 9600,
                     Some(b) if *b.get_ref() == 0 => {
                         return self.err(b.span(), key("baud"), "baud must be above 0");
@@ -623,13 +695,20 @@ impl Validator<'_> {
                 let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
-                    parity: raw
-                        .parity
-                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
+                    parity: raw.parity.unwrap_or(if ascii || slave {
+                        Parity::Even
+                    } else {
+                        Parity::None
+                    }),
                     data_bits,
                     stop_bits,
                 };
-                if ascii {
+                if slave {
+                    Transport::ModbusSlave(SlaveLine {
+                        serial: settings,
+                        framing,
+                    })
+                } else if ascii {
                     Transport::Ascii(settings)
                 } else {
                     Transport::Rtu(settings)
@@ -681,7 +760,7 @@ impl Validator<'_> {
         };
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
-            Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
+            Transport::Rtu(_) | Transport::Ascii(_) | Transport::ModbusSlave(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
             // `ouman_unit_id` answered 0 for it: the link has no address.
@@ -700,6 +779,7 @@ impl Validator<'_> {
                         Transport::Ascii(_) => "ascii",
                         Transport::Tcp { .. } => "tcp",
                         Transport::Ouman(_) => "ouman",
+                        Transport::ModbusSlave(_) => "modbus_slave",
                     }
                 ),
             );
@@ -745,6 +825,12 @@ impl Validator<'_> {
                 );
             }
             points.push(point);
+        }
+        let on_slave_bus = matches!(bus.transport, Transport::ModbusSlave(_));
+        if let Err(msg) =
+            crate::devices::slave::check_points(&dev_key, on_slave_bus, &points, poll_interval)
+        {
+            return self.err(raw.profile.span(), key("profile"), msg);
         }
         Ok(DeviceConfig {
             key: dev_key,

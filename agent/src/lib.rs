@@ -8,8 +8,9 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, and the
-//!   Ouman EH-203 native serial protocol ([`devices::ouman`]);
+//!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, the
+//!   Ouman EH-203 native serial protocol ([`devices::ouman`]), and Modbus
+//!   slave mode ([`devices::slave`]: a PLC master polls the agent's bank);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
@@ -54,7 +55,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::{AgentConfig, Transport},
-    devices::{BusClient, ouman::OumanClient},
+    devices::{BusClient, ouman::OumanClient, slave},
     uplink::session::{Session, SessionConfig},
 };
 
@@ -66,6 +67,7 @@ pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 pub struct Agent {
     cfg: AgentConfig,
     session: SessionConfig,
+    slave_banks: std::collections::BTreeMap<String, slave::Bank>,
 }
 
 impl Agent {
@@ -75,6 +77,7 @@ impl Agent {
     pub fn build(cfg: AgentConfig) -> Agent {
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
         Agent {
+            slave_banks: slave::banks(&cfg),
             cfg,
             session: SessionConfig::default(),
         }
@@ -90,6 +93,13 @@ impl Agent {
     /// The configuration this agent runs.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The register bank of `device` when it is a PLC exchange area on a
+    /// `modbus_slave` bus: values are offered to the PLC and read from it here
+    /// (clones share the bank the running agent serves).
+    pub fn slave_bank(&self, device: &str) -> Option<slave::Bank> {
+        self.slave_banks.get(device).cloned()
     }
 
     /// The `Hello` sent at the start of every uplink session.
@@ -148,6 +158,22 @@ impl Agent {
                 Transport::Ouman(_) => {
                     let driver = devices::ouman::OumanDriver::new(OumanClient::new(bus));
                     tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                }
+                Transport::ModbusSlave(line) => {
+                    let units = devices
+                        .iter()
+                        .filter_map(|d| {
+                            let bank = self.slave_banks.get(&d.key)?.clone();
+                            Some(slave::SlaveUnit {
+                                unit_id: d.unit_id,
+                                device: d.key.clone(),
+                                bank,
+                                round: d.poll_interval,
+                            })
+                        })
+                        .collect();
+                    let line = line.clone();
+                    tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
                 }
             }
         }

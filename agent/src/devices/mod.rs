@@ -14,6 +14,7 @@ pub mod ascii;
 pub mod bus;
 pub mod modbus;
 pub mod ouman;
+pub mod slave;
 
 use std::{fmt, future::Future, time::Duration};
 

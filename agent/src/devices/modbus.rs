@@ -62,6 +62,7 @@ impl ModbusClient {
             Transport::Tcp { address } => address.clone(),
             Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
             Transport::Ouman(_) => self.bus.clone(),
+            Transport::ModbusSlave(l) => l.serial.path.clone(),
         }
     }
 }
@@ -84,6 +85,7 @@ async fn connect(transport: Transport) -> Result<Context, String> {
             // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
             Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
             Transport::Ouman(_) => Err("an ouman bus needs the Ouman client".into()),
+            Transport::ModbusSlave(_) => Err("a modbus_slave bus is served, not polled".into()),
             Transport::Rtu(settings) => {
                 let port = tokio_serial::SerialStream::open(&port_builder(settings))
                     .map_err(|e| e.to_string())?;

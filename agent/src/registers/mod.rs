@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod exchange;
 pub mod ouman;
 pub mod plan;
 pub mod profile;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
+pub use exchange::Direction;
 pub use plan::{PlannedRead, PointSlot, plan_reads};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
 
@@ -111,8 +113,8 @@ pub enum WordOrder {
 }
 
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses,
-/// `ouman_serial` profiles on `ouman` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii`, `tcp` and `modbus_slave`
+/// buses, `ouman_serial` profiles on `ouman` buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in

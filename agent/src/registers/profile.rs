@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder,
+    DataType, Direction, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder,
     ouman::{DataId, OumanSpec, OumanType, SpecError},
 };
 use crate::tomlfile::{self, TomlFileError};
@@ -31,6 +31,10 @@ const BUILTINS: &[(&str, &str)] = &[
     (
         "generic_modbus",
         include_str!("../../profiles/generic_modbus.toml"),
+    ),
+    (
+        "plc_cottage_exchange",
+        include_str!("../../profiles/plc_cottage_exchange.toml"),
     ),
 ];
 
@@ -116,6 +120,11 @@ pub struct Point {
     pub display_max: Option<f64>,
     /// An "on" value means an alarm (lamp shown red).
     pub alarm: bool,
+    /// Who writes the point on a `modbus_slave` bus (refused elsewhere).
+    pub direction: Option<Direction>,
+    /// For a `to_plc` point: the `from_plc` point where the PLC echoes the
+    /// value back; an offer is done only once the echo matches.
+    pub echo: Option<String>,
 }
 
 impl Point {
@@ -216,6 +225,8 @@ pub(crate) struct RawPoint {
     display_max: Option<f64>,
     #[serde(default)]
     alarm: bool,
+    direction: Option<Direction>,
+    echo: Option<String>,
     native_id: Option<u32>,
     confidence: Option<String>,
     safe_min: Option<f64>,
@@ -253,6 +264,8 @@ impl RawPoint {
             display_min: self.display_min,
             display_max: self.display_max,
             alarm: self.alarm,
+            direction: self.direction,
+            echo: self.echo,
         })
     }
 

@@ -26,6 +26,7 @@
 
 pub mod model;
 pub mod ouman;
+pub mod plc_master;
 
 use std::{
     collections::BTreeMap,
