@@ -451,10 +451,14 @@ pub fn config_snippet(found: &[Finding]) -> String {
                 let _ = write!(
                     s,
                     "# {port}: a Modbus master (PLC) is running this bus at {baud} baud, parity {}: \
-                     {frames} valid frames to units {}.\n# Join it as a slave with a unit id the master \
-                     polls for us (ask the PLC programmer); do not add polled devices here.\n\n",
+                     {frames} valid frames to units {}.\n# Join it as a slave: pick the unit id the PLC \
+                     program polls for us (ask its programmer) and an exchange-area profile.\n\
+                     # [[bus]]\n# name = \"plc\"\n# kind = \"modbus_slave\"\n# path = \"{port}\"\n\
+                     # baud = {baud}\n# parity = \"{}\"\n#\n# [[device]]\n# key = \"plc\"\n\
+                     # bus = \"plc\"\n# unit_id = 10\n# profile = \"plc_cottage_exchange\"\n\n",
                     parity_word(*parity),
-                    polled.join(", ")
+                    polled.join(", "),
+                    parity_word(*parity),
                 );
             }
         }

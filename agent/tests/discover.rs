@@ -169,7 +169,11 @@ while time.time() < end:
         "a mastered bus is not probed: {progress}"
     );
     assert!(snippet.contains("units 7"), "{snippet}");
-    assert!(!snippet.contains("[[device]]"), "{snippet}");
+    assert!(
+        snippet.lines().all(|l| l.is_empty() || l.starts_with('#')),
+        "only commented suggestions for a mastered bus: {snippet}"
+    );
+    assert!(snippet.contains("# kind = \"modbus_slave\""), "{snippet}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
