@@ -333,7 +333,7 @@ async fn part_b(maps: &[Map], polls: usize) {
             points: m.points.clone(),
         };
         let mut driver = ModbusDriver::new(ModbusClient::new(&bus), MAX_GAP);
-        let mut dev = PolledDevice::new(&driver, &cfg);
+        let mut dev = PolledDevice::for_driver(&driver, &cfg);
         for (label, reads, n) in [
             ("planned", plan(&m.points), polls),
             ("one per point", per_point(&m.points), (polls / 4).max(10)),

@@ -8,7 +8,9 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial);
+//!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, the
+//!   Ouman EH-203 native serial protocol ([`devices::ouman`]), and Modbus
+//!   slave mode ([`devices::slave`]: a PLC master polls the agent's bank);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes, and
 //!   serving writes ([`poller::Writer`], from [`Agent::writer`]) ahead of polls;
@@ -54,7 +56,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::{AgentConfig, Transport},
-    devices::BusClient,
+    devices::{BusClient, ouman::OumanClient, slave},
     uplink::session::{Session, SessionConfig},
 };
 
@@ -66,6 +68,7 @@ pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 pub struct Agent {
     cfg: AgentConfig,
     session: SessionConfig,
+    slave_banks: std::collections::BTreeMap<String, slave::Bank>,
     writer: poller::Writer,
     /// Each bus's command queue, handed to its task at run time.
     commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
@@ -80,6 +83,11 @@ impl Agent {
         let mut writer = poller::Writer::new();
         let mut commands = BTreeMap::new();
         for bus in &cfg.buses {
+            // A slave bus is not polled: its exchange areas are written through
+            // `slave_bank(..)`, so the writer has no route to them.
+            if matches!(bus.transport, Transport::ModbusSlave(_)) {
+                continue;
+            }
             let (handle, rx) = poller::BusHandle::new(&bus.name);
             for d in cfg.devices.iter().filter(|d| d.bus == bus.name) {
                 writer.route(&d.key, handle.clone());
@@ -87,6 +95,7 @@ impl Agent {
             commands.insert(bus.name.clone(), rx);
         }
         Agent {
+            slave_banks: slave::banks(&cfg),
             cfg,
             session: SessionConfig::default(),
             writer,
@@ -112,6 +121,13 @@ impl Agent {
     /// The configuration this agent runs.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The register bank of `device` when it is a PLC exchange area on a
+    /// `modbus_slave` bus: values are offered to the PLC and read from it here
+    /// (clones share the bank the running agent serves).
+    pub fn slave_bank(&self, device: &str) -> Option<slave::Bank> {
+        self.slave_banks.get(device).cloned()
     }
 
     /// The `Hello` sent at the start of every uplink session.
@@ -173,6 +189,28 @@ impl Agent {
                     tasks.spawn(poller::run_bus(
                         name, driver, devices, tx, cmds, cancel, metrics,
                     ));
+                }
+                Transport::Ouman(_) => {
+                    let driver = devices::ouman::OumanDriver::new(OumanClient::new(bus));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
+                }
+                Transport::ModbusSlave(line) => {
+                    let units = devices
+                        .iter()
+                        .filter_map(|d| {
+                            let bank = self.slave_banks.get(&d.key)?.clone();
+                            Some(slave::SlaveUnit {
+                                unit_id: d.unit_id,
+                                device: d.key.clone(),
+                                bank,
+                                round: d.poll_interval,
+                            })
+                        })
+                        .collect();
+                    let line = line.clone();
+                    tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
                 }
             }
         }

@@ -556,19 +556,28 @@ pub struct PolledDevice<P> {
 }
 
 impl<P> PolledDevice<P> {
-    /// `config` prepared for polling by `driver`, due at once.
-    pub fn new<D: BusDriver<Plan = P>>(driver: &D, config: &DeviceConfig) -> Self {
-        let points: Vec<Point> = config.enabled_points().cloned().collect();
-        let plan = driver.plan(config, &points);
+    /// `device` with its polled `points` and the driver's `plan`, as
+    /// [`run_bus`] keeps it: due at once, never polled yet. For driving a
+    /// [`BusDriver`] directly (tests, tools). Writes may name any point of
+    /// `device`, polled or not.
+    pub fn new(device: &DeviceConfig, points: Vec<Point>, plan: P) -> Self {
         PolledDevice {
-            key: config.key.clone(),
-            unit_id: config.unit_id,
+            comm: CommState::new(&device.key, device.poll_interval),
+            key: device.key.clone(),
+            unit_id: device.unit_id,
             points,
             plan,
-            catalogue: config.points.clone(),
+            catalogue: device.points.clone(),
             next_due: Instant::now(),
-            comm: CommState::new(&config.key, config.poll_interval),
         }
+    }
+
+    /// [`PolledDevice::new`] with `device`'s enabled points and the plan
+    /// `driver` makes for them.
+    pub fn for_driver<D: BusDriver<Plan = P>>(driver: &D, device: &DeviceConfig) -> Self {
+        let points: Vec<Point> = device.enabled_points().cloned().collect();
+        let plan = driver.plan(device, &points);
+        PolledDevice::new(device, points, plan)
     }
 
     /// Any point of the device (polled or not) by key.
@@ -694,7 +703,7 @@ pub async fn run_bus<D: BusDriver>(
         .iter()
         .map(|d| {
             info!(%bus, device = %d.key, points = d.enabled_points().count(), "polling device");
-            PolledDevice::new(&driver, d)
+            PolledDevice::for_driver(&driver, d)
         })
         .collect();
     if devices.is_empty() {

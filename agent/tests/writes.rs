@@ -83,7 +83,7 @@ fn point<'a>(dev: &'a DeviceConfig, key: &str) -> &'a Point {
 
 async fn write_to_eh203(bus: &BusConfig, dev: &DeviceConfig, sim: &Eh203Sim) {
     let mut driver = ModbusDriver::new(ModbusClient::new(bus), bus.max_gap);
-    let polled = PolledDevice::new(&driver, dev);
+    let polled = PolledDevice::for_driver(&driver, dev);
     // 21.5 degC in hundredths = 2150, by FC06, read back
     let w = driver.write(&polled, point(dev, "test_setpoint"), 21.5);
     assert_eq!(within("a write", w).await, Ok(()));
@@ -239,7 +239,7 @@ async fn a_device_that_stores_another_value_is_a_mismatch_not_a_success() {
     });
     let cfg = bank_device("boiler", 1);
     let mut driver = ModbusDriver::new(ModbusClient::new(&bus), bus.max_gap);
-    let dev = PolledDevice::new(&driver, &cfg);
+    let dev = PolledDevice::for_driver(&driver, &cfg);
     let got = within("a write", driver.write(&dev, point(&cfg, "setpoint"), 35.0)).await;
     assert_eq!(
         got,
@@ -260,7 +260,7 @@ async fn transport_errors_are_retried_a_bounded_number_of_times_and_exceptions_n
     let (sim, bus) = bank_on_tcp(&[1]).await;
     // Unit 9 is not on the line: every attempt times out.
     let mut driver = ModbusDriver::new(ModbusClient::new(&bus), bus.max_gap);
-    let absent = PolledDevice::new(&driver, &bank_device("absent", 9));
+    let absent = PolledDevice::for_driver(&driver, &bank_device("absent", 9));
     let cfg = bank_device("boiler", 1);
     let got = within(
         "a write that times out",
@@ -277,7 +277,7 @@ async fn transport_errors_are_retried_a_bounded_number_of_times_and_exceptions_n
     sim.update(1, |t| {
         t.read_only.insert(10);
     });
-    let present = PolledDevice::new(&driver, &cfg);
+    let present = PolledDevice::for_driver(&driver, &cfg);
     let before = sim.requests().len();
     let got = within(
         "a refused write",
@@ -307,7 +307,7 @@ async fn a_register_bit_is_written_by_read_modify_write_and_a_coil_by_fc05() {
     });
     let cfg = bank_device("boiler", 1);
     let mut driver = ModbusDriver::new(ModbusClient::new(&bus), bus.max_gap);
-    let dev = PolledDevice::new(&driver, &cfg);
+    let dev = PolledDevice::for_driver(&driver, &cfg);
     let got = within(
         "a bit write",
         driver.write(&dev, point(&cfg, "command_bit_2"), 1.0),

@@ -148,7 +148,7 @@ fn point<'a>(dev: &'a DeviceConfig, key: &str) -> &'a Point {
 async fn write_every_kind(bus: &BusConfig, peer: &mut Peer) {
     let cfg = device();
     let mut driver = ModbusDriver::new(ModbusClient::new(bus), bus.max_gap);
-    let dev = PolledDevice::new(&driver, &cfg);
+    let dev = PolledDevice::for_driver(&driver, &cfg);
     let mut write = async |key: &str, value: f64| {
         within("a write", driver.write(&dev, point(&cfg, key), value)).await
     };

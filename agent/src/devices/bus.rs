@@ -18,7 +18,13 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            Transport::Rtu(_) | Transport::Tcp { .. } => BusClient::Modbus(ModbusClient::new(bus)),
+            // An ouman bus gets an `OumanClient` (lib.rs) and a slave bus is
+            // served, not polled: a Modbus client on them only reports
+            // connect errors.
+            Transport::Rtu(_)
+            | Transport::Tcp { .. }
+            | Transport::Ouman(_)
+            | Transport::ModbusSlave(_) => BusClient::Modbus(ModbusClient::new(bus)),
         }
     }
 }

@@ -188,6 +188,8 @@ impl ModbusClient {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
             Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
+            Transport::Ouman(_) => self.bus.clone(),
+            Transport::ModbusSlave(l) => l.serial.path.clone(),
         }
     }
 
@@ -195,7 +197,9 @@ impl ModbusClient {
     fn serial_baud(&self) -> Option<u32> {
         match &self.transport {
             Transport::Rtu(s) | Transport::Ascii(s) => Some(s.baud),
-            Transport::Tcp { .. } => None,
+            Transport::ModbusSlave(l) => Some(l.serial.baud),
+            // Ouman buses get their own client; this one never opens them.
+            Transport::Tcp { .. } | Transport::Ouman(_) => None,
         }
     }
 }
@@ -217,6 +221,8 @@ async fn connect(transport: Transport) -> Result<(Context, Option<SharedPort>), 
         }
         // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
         Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
+        Transport::Ouman(_) => Err("an ouman bus needs the Ouman client".into()),
+        Transport::ModbusSlave(_) => Err("a modbus_slave bus is served, not polled".into()),
         Transport::Rtu(settings) => {
             let port = SerialStream::open(&port_builder(settings)).map_err(|e| e.to_string())?;
             let shared = SharedPort::new(port);

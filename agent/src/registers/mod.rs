@@ -11,6 +11,8 @@
 
 pub mod decode;
 pub mod encode;
+pub mod exchange;
+pub mod ouman;
 pub mod plan;
 pub mod profile;
 pub mod write;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
+pub use exchange::Direction;
 pub use plan::{PlannedRead, PointSlot, plan_reads};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
 pub use write::{WritePlan, WritePlanError, WriteRequest, plan_write};
@@ -129,7 +132,8 @@ pub enum WriteFunction {
 }
 
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii`, `tcp` and `modbus_slave`
+/// buses, `ouman_serial` profiles on `ouman` buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
@@ -140,12 +144,15 @@ pub enum Protocol {
     /// Modbus registers and bits ([`PointSpec`]).
     #[default]
     Modbus,
+    /// The Ouman EH-203 native serial protocol ([`ouman::OumanSpec`]).
+    OumanSerial,
 }
 
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
+            Protocol::OumanSerial => "ouman_serial",
         })
     }
 }
@@ -155,6 +162,8 @@ impl std::fmt::Display for Protocol {
 pub enum Spec {
     /// A Modbus register or bit.
     Modbus(PointSpec),
+    /// Bytes of an Ouman data block.
+    Ouman(ouman::OumanSpec),
 }
 
 impl Spec {
@@ -162,6 +171,7 @@ impl Spec {
     pub fn protocol(&self) -> Protocol {
         match self {
             Spec::Modbus(_) => Protocol::Modbus,
+            Spec::Ouman(_) => Protocol::OumanSerial,
         }
     }
 
@@ -169,6 +179,15 @@ impl Spec {
     pub fn modbus(&self) -> Option<&PointSpec> {
         match self {
             Spec::Modbus(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Ouman half, when the point is an Ouman native point.
+    pub fn ouman(&self) -> Option<&ouman::OumanSpec> {
+        match self {
+            Spec::Ouman(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -176,6 +195,7 @@ impl Spec {
     pub fn is_binary(&self) -> bool {
         match self {
             Spec::Modbus(s) => s.data_type == DataType::Bool,
+            Spec::Ouman(s) => s.data_type == ouman::OumanType::Bool,
         }
     }
 
@@ -185,6 +205,10 @@ impl Spec {
             Spec::Modbus(s) => {
                 let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
                 format!("{} {}{bit} {:?}", s.function, s.address.0, s.data_type)
+            }
+            Spec::Ouman(s) => {
+                let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+                format!("data ID {} byte {}{bit} {:?}", s.id, s.byte, s.data_type)
             }
         }
     }

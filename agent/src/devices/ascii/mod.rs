@@ -305,7 +305,7 @@ enum Failure {
 }
 
 /// Read and drop whatever is already buffered, without waiting for more.
-async fn discard_input<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<usize> {
+pub(crate) async fn discard_input<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<usize> {
     let mut scratch = [0u8; 256];
     let mut total = 0;
     loop {
