@@ -273,10 +273,14 @@ async fn an_unplugged_serial_adapter_is_reopened_when_it_comes_back() {
     poller.status("online", |s| s.online).await;
 
     // Unplug: the adapter and its device node vanish.
+    // SIGKILL leaves socat no time to remove its links, and a dangling link
+    // could come to point at another test's new pty: remove them as udev would.
     socat.kill().await.unwrap();
     serving.abort();
+    for link in [&a, &b] {
+        let _ = std::fs::remove_file(link);
+    }
     poller.status("offline", |s| !s.online).await;
-    assert!(!b.exists(), "the device node is gone while unplugged");
 
     // Plug back in under the same name.
     let _socat = plug(&a, &b).await;

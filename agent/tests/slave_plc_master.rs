@@ -316,7 +316,12 @@ async fn an_unplugged_slave_line_is_reopened_and_the_plc_is_served_again() {
     next_status(true).await;
 
     // Unplug: the adapter and its device node vanish; the PLC goes unheard.
+    // SIGKILL leaves socat no time to remove its links, and a dangling link
+    // could come to point at another test's new pty: remove them as udev would.
     socat.kill().await.unwrap();
+    for link in [&a, &b] {
+        let _ = std::fs::remove_file(link);
+    }
     let off = next_status(false).await;
     assert!(
         off.last_error.unwrap().contains("serial port"),
