@@ -377,6 +377,35 @@ impl Parser<'_> {
                 ),
             );
         }
+        match &pt.spec {
+            crate::registers::Spec::Modbus(m)
+                if matches!(
+                    m.function,
+                    crate::registers::Function::Holding | crate::registers::Function::Coil
+                ) => {}
+            crate::registers::Spec::Modbus(m) => {
+                return self.err(
+                    point.span(),
+                    key("point"),
+                    format!(
+                        "point `{}.{}` is a {} point: no Modbus function writes it",
+                        dev.key, pt.key, m.function
+                    ),
+                );
+            }
+            other => {
+                return self.err(
+                    point.span(),
+                    key("point"),
+                    format!(
+                        "point `{}.{}`: the agent does not write {} points",
+                        dev.key,
+                        pt.key,
+                        other.protocol()
+                    ),
+                );
+            }
+        }
         Ok((PointKey::new(&dev.key, &pt.key), pt))
     }
 
@@ -860,6 +889,24 @@ value = 55
         let err = invalid(&ENVELOPE.replacen("kind = \"output\"", "kind = \"valve\"", 1));
         assert_eq!(err.key, "writable[2].kind");
         assert!(err.message.contains("setpoint"), "{err}");
+    }
+
+    #[test]
+    fn an_input_register_is_refused_even_when_marked_writable() {
+        let base = BASE.replacen(
+            "function = \"holding\"\naddress = 52",
+            "function = \"input\"\naddress = 52",
+            1,
+        );
+        let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
+            .unwrap()
+            .devices;
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        assert_eq!(err.key, "writable[0].point");
+        assert!(
+            err.message.contains("no Modbus function writes it"),
+            "{err}"
+        );
     }
 
     #[test]
