@@ -63,7 +63,8 @@ use crate::{
     uplink::session::{Session, SessionConfig},
 };
 
-/// Feature flags announced in `Hello`.
+/// Feature flags announced in `Hello` (plus `control` when the agent's config
+/// has a safety envelope).
 pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 
 /// A configured agent, ready to run.
@@ -75,6 +76,8 @@ pub struct Agent {
     writer: poller::Writer,
     /// Each bus's command queue, handed to its task at run time.
     commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
+    /// The clock schedules, overrides and actions run on.
+    control_clock: control::executor::Clock,
 }
 
 impl Agent {
@@ -103,6 +106,7 @@ impl Agent {
             session: SessionConfig::default(),
             writer,
             commands,
+            control_clock: control::executor::Clock::system(),
         }
     }
 
@@ -112,6 +116,13 @@ impl Agent {
     /// [`poller::WriteError::BusStopped`] once it has stopped.
     pub fn writer(&self) -> poller::Writer {
         self.writer.clone()
+    }
+
+    /// Run schedules, overrides and actions on `clock` instead of the
+    /// system clock (tests reach a schedule edge in seconds this way).
+    pub fn with_control_clock(mut self, clock: control::executor::Clock) -> Agent {
+        self.control_clock = clock;
+        self
     }
 
     /// Override the uplink session tunables (batch window, timeouts); tests
@@ -138,10 +149,14 @@ impl Agent {
         protocol::Hello {
             agent_id: self.cfg.server.agent_id.0,
             version: protocol::PROTOCOL_VERSION,
-            capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+            capabilities: CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .chain((!self.cfg.envelope.is_empty()).then(|| "control".to_owned()))
+                .collect(),
             software: Some(format!("homecontrol-agent {}", env!("CARGO_PKG_VERSION"))),
             devices: self.cfg.catalogue(),
-            envelope: None,
+            envelope: (!self.cfg.envelope.is_empty()).then(|| self.cfg.envelope.info()),
         }
     }
 
@@ -218,7 +233,33 @@ impl Agent {
             }
         }
         drop(tx);
-        let session = Session::new(self.session.clone(), self.hello(), buffer);
+        let mut session = Session::new(self.session.clone(), self.hello(), buffer);
+        let rx = if self.cfg.envelope.is_empty() {
+            rx
+        } else {
+            // Remote control: readings pass the executor's forwarder (it notes
+            // the writable points' values) and the executor's messages join them.
+            let (up_tx, up_rx) = mpsc::channel(1024);
+            let (ctl_tx, ctl_rx) = mpsc::channel(control::executor::INPUT_QUEUE);
+            let reported = control::executor::Reported::default();
+            let envelope = self.cfg.envelope.clone();
+            tasks.spawn(control::executor::forward(
+                envelope.clone(),
+                reported.clone(),
+                rx,
+                up_tx.clone(),
+            ));
+            let executor = control::executor::Executor::new(
+                envelope,
+                self.writer.clone(),
+                control::store::default_path(&self.cfg.buffer.path),
+                self.control_clock,
+                reported,
+            );
+            tasks.spawn(executor.run(ctl_rx, up_tx, cancel.clone()));
+            session = session.with_control(ctl_tx);
+            up_rx
+        };
         tasks.spawn(uplink::run(
             self.cfg.server.clone(),
             session,

@@ -402,6 +402,9 @@ pub enum PollEvent {
     Readings(Vec<Reading>),
     /// A device's communication state changed.
     Status(DeviceStatus),
+    /// A message of the control executor for the server (a command result,
+    /// a control state); it shares this channel so the uplink has one input.
+    Control(protocol::AgentToServer),
 }
 
 /// Outcome of one poll, as far as communication goes.

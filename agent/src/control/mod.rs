@@ -24,6 +24,9 @@
 //! - [`store`]: schedules, overrides, running actions and write budgets
 //!   survive a restart in a small JSON file written atomically; a missing or
 //!   corrupt file starts empty with a loud log line, never a crash.
+//! - [`executor`]: the task that runs it: commands from the uplink in,
+//!   writes to the devices' bus queues (read back), results and control
+//!   states out, and deadlines kept on the agent's own clock.
 //!
 //! ```
 //! use agent::control::{Controller, PointKey};
@@ -38,6 +41,7 @@
 
 pub mod controller;
 pub mod envelope;
+pub mod executor;
 pub mod schedule;
 pub mod store;
 

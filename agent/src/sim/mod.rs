@@ -245,6 +245,13 @@ impl Eh203Sim {
             .collect())
     }
 
+    /// Set holding register `addr` as if the device's own panel had (tests:
+    /// a value before anyone writes through Modbus). Only the bank's
+    /// registers exist.
+    pub fn set_holding(&self, addr: u16, value: u16) -> Result<(), ExceptionCode> {
+        self.write_holding(addr, &[value])
+    }
+
     fn write_holding(&self, addr: u16, words: &[u16]) -> Result<(), ExceptionCode> {
         let end = u32::from(addr) + words.len() as u32;
         if words.is_empty() || addr < BANK_START || end > u32::from(BANK_END) + 1 {

@@ -175,6 +175,7 @@ fn to_event(ev: PollEvent) -> Event {
     match ev {
         PollEvent::Readings(r) => Event::Readings(r),
         PollEvent::Status(s) => Event::Status(s),
+        PollEvent::Control(m) => Event::Outgoing(m),
     }
 }
 

@@ -15,8 +15,10 @@ use protocol::{
     AgentStatus, AgentToServer, CommandOutcome, CommandResult, DeviceStatus, ErrorCode, Hello,
     MAX_READINGS_PER_BATCH, Reading, ReadingsBatch, ServerToAgent,
 };
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, error, info, warn};
+
+use crate::control::executor::ControlInput;
 
 use super::queue::{BatchQueue, Part};
 
@@ -75,6 +77,9 @@ pub enum Event {
     Status(DeviceStatus),
     /// Time passed (the loop wakes at [`Session::next_deadline`]).
     Tick,
+    /// A message from the control executor (command result, control
+    /// state): sent while the link is up, dropped while it is down.
+    Outgoing(AgentToServer),
 }
 
 /// What the I/O loop must do.
@@ -117,6 +122,8 @@ pub struct Session<Q> {
     /// After `temporarily_unavailable`: send nothing before this.
     hold_until: Option<Instant>,
     next_status_at: Option<Instant>,
+    /// Where commands go when remote control is configured.
+    control: Option<mpsc::Sender<ControlInput>>,
 }
 
 impl<Q: BatchQueue> Session<Q> {
@@ -139,7 +146,16 @@ impl<Q: BatchQueue> Session<Q> {
             in_flight: HashMap::new(),
             hold_until: None,
             next_status_at: None,
+            control: None,
         }
+    }
+
+    /// Hand commands to a control executor (and tell it about each
+    /// `Welcome`) instead of refusing them. `try_send` only: the session
+    /// never waits.
+    pub fn with_control(mut self, control: mpsc::Sender<ControlInput>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// True between `Welcome` and the disconnect.
@@ -240,6 +256,15 @@ impl<Q: BatchQueue> Session<Q> {
                 }
                 self.statuses.insert(status.device.clone(), status);
             }
+            Event::Outgoing(msg) => {
+                if self.is_up() {
+                    out.push(Action::Send(msg));
+                } else {
+                    debug!(
+                        "link down: control message dropped (states are sent again after the next welcome)"
+                    );
+                }
+            }
             Event::Tick => {
                 if let Link::AwaitingWelcome { since } = self.link
                     && now >= since + self.cfg.welcome_timeout
@@ -315,6 +340,11 @@ impl<Q: BatchQueue> Session<Q> {
                 };
                 info!(site_id = %w.site_id, version = w.version, last_acked_seq = ?w.last_acked_seq, backlog, "uplink session established");
                 self.link = Link::Up;
+                if let Some(c) = &self.control
+                    && c.try_send(ControlInput::LinkUp).is_err()
+                {
+                    warn!("the control executor is not taking input; control states not re-sent");
+                }
                 self.backlog_left = backlog > 0;
                 self.live_waiting = 0;
                 self.live_since = None;
@@ -334,19 +364,35 @@ impl<Q: BatchQueue> Session<Q> {
                 self.fill_window(now, out);
             }
             ServerToAgent::Command(cmd) => {
-                // No control path is configured on this agent: refuse, so the
-                // user who asked sees why instead of waiting.
+                // The executor decides; the session only hands over.
+                let cmd = match &self.control {
+                    Some(c) => match c.try_send(ControlInput::Command(Box::new(cmd))) {
+                        Ok(()) => return,
+                        Err(e) => {
+                            let ControlInput::Command(cmd) = e.into_inner() else {
+                                return;
+                            };
+                            warn!(id = %cmd.id, "the control executor is busy or stopped");
+                            *cmd
+                        }
+                    },
+                    None => cmd,
+                };
+                // No control path (or none taking input): refuse, so the user
+                // who asked sees why instead of waiting.
                 let at = time::OffsetDateTime::now_utc();
+                let reason = if self.control.is_some() {
+                    "the agent's control executor is busy or stopped; try again"
+                } else {
+                    "remote control is not configured on this agent"
+                };
                 let (outcome, reason) = if cmd.expires_at <= at {
                     (
                         CommandOutcome::Expired,
                         "the command arrived after it expired",
                     )
                 } else {
-                    (
-                        CommandOutcome::Rejected,
-                        "remote control is not configured on this agent",
-                    )
+                    (CommandOutcome::Rejected, reason)
                 };
                 warn!(id = %cmd.id, by = %cmd.issued_by, ?outcome, reason, "command refused");
                 out.push(Action::Send(AgentToServer::CommandResult(CommandResult {
@@ -618,6 +664,59 @@ mod tests {
         assert!(why.unwrap().contains("not configured"));
         let (o, _) = outcome(s.handle(cmd(wall - time::Duration::seconds(1)), now));
         assert_eq!(o, CommandOutcome::Expired);
+    }
+
+    #[test]
+    fn with_control_commands_are_handed_over_and_each_welcome_announced() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut s = session().with_control(tx);
+        let now = Instant::now();
+        up(&mut s, now);
+        assert_eq!(rx.try_recv().unwrap(), ControlInput::LinkUp);
+        let wall = time::OffsetDateTime::now_utc();
+        let cmd = protocol::Command {
+            id: uuid::Uuid::new_v4(),
+            issued_at: wall,
+            expires_at: wall + time::Duration::minutes(5),
+            issued_by: "x@example.com".into(),
+            request: protocol::ControlRequest::Release {
+                device: "hp".into(),
+                point: "p".into(),
+            },
+        };
+        let a = s.handle(Event::Received(ServerToAgent::Command(cmd.clone())), now);
+        assert!(a.is_empty(), "{a:?}");
+        // The queue (capacity 1) is full now: the next one is refused, not lost silently.
+        let a = s.handle(Event::Received(ServerToAgent::Command(cmd.clone())), now);
+        match a.as_slice() {
+            [Action::Send(AgentToServer::CommandResult(r))] => {
+                assert_eq!(r.outcome, CommandOutcome::Rejected);
+                assert!(r.reason.as_deref().unwrap().contains("busy"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rx.try_recv().unwrap(), ControlInput::Command(Box::new(cmd)));
+    }
+
+    #[test]
+    fn control_messages_are_sent_while_up_and_dropped_while_down() {
+        let mut s = session();
+        let now = Instant::now();
+        let msg = AgentToServer::ControlState(protocol::ControlState {
+            device: "hp".into(),
+            point: "p".into(),
+            commanded: Some(1.0),
+            reported: None,
+            source: protocol::ControlSource::Manual,
+            until: None,
+            action: None,
+        });
+        assert!(s.handle(Event::Outgoing(msg.clone()), now).is_empty());
+        up(&mut s, now);
+        assert_eq!(
+            s.handle(Event::Outgoing(msg.clone()), now),
+            vec![Action::Send(msg)]
+        );
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct FakeServer {
     pub last_acked: Arc<Mutex<Option<u64>>>,
     pub rejected_auth: Arc<Mutex<Vec<String>>>,
     drop_now: Arc<Mutex<CancellationToken>>,
+    /// Pushes messages down the newest connection (see [`FakeServer::send`]).
+    to_agent: Arc<Mutex<Option<mpsc::UnboundedSender<ServerToAgent>>>>,
 }
 
 impl FakeServer {
@@ -79,6 +81,8 @@ impl FakeServer {
         let last_acked = Arc::new(Mutex::new(None));
         let rejected_auth = Arc::new(Mutex::new(Vec::new()));
         let drop_now = Arc::new(Mutex::new(CancellationToken::new()));
+        let to_agent = Arc::new(Mutex::new(None));
+        let push = to_agent.clone();
         let (a, l, r, d) = (
             acking.clone(),
             last_acked.clone(),
@@ -103,6 +107,7 @@ impl FakeServer {
                     l.clone(),
                     r.clone(),
                     d.clone(),
+                    push.clone(),
                 ));
             }
         });
@@ -114,7 +119,20 @@ impl FakeServer {
             last_acked,
             rejected_auth,
             drop_now,
+            to_agent,
         }
+    }
+
+    /// Send `msg` to the agent on the newest connection, unchecked (the
+    /// fake server trusts nothing and checks nothing).
+    pub fn send(&self, msg: ServerToAgent) {
+        self.to_agent
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("an agent has connected")
+            .send(msg)
+            .expect("the connection is open");
     }
 
     /// Close the current connection(s) from the server side.
@@ -153,6 +171,8 @@ async fn refuse(stream: tokio::net::TcpStream) {
     let _ = tokio_tungstenite::accept_hdr_async(stream, reject).await;
 }
 
+// One argument per shared handle of the fake server; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn serve_conn(
     conn: usize,
     stream: tokio::net::TcpStream,
@@ -161,6 +181,7 @@ async fn serve_conn(
     last_acked: Arc<Mutex<Option<u64>>>,
     rejected: Arc<Mutex<Vec<String>>>,
     drop_now: Arc<Mutex<CancellationToken>>,
+    to_agent: Arc<Mutex<Option<mpsc::UnboundedSender<ServerToAgent>>>>,
 ) {
     let drop_now = drop_now.lock().unwrap().clone();
     let expected = format!("Bearer {AGENT_ID}.{SECRET}");
@@ -184,9 +205,17 @@ async fn serve_conn(
         return;
     };
     let (mut sink, mut stream) = ws.split();
+    let (push, mut pushed) = mpsc::unbounded_channel::<ServerToAgent>();
+    *to_agent.lock().unwrap() = Some(push);
     loop {
         let msg = tokio::select! {
             () = drop_now.cancelled() => return,
+            Some(out) = pushed.recv() => {
+                if sink.send(Message::Text(out.to_json().unwrap().into())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             m = stream.next() => m,
         };
         let Some(Ok(Message::Text(text))) = msg else {
@@ -262,6 +291,19 @@ pub fn spawn_agent_with_writer(
     tokio::task::JoinHandle<anyhow::Result<()>>,
     agent::poller::Writer,
 ) {
+    spawn_agent_configured(toml, |a| a)
+}
+
+/// [`spawn_agent_with_writer`], letting `configure` adjust the built agent
+/// (e.g. its control clock) before it runs.
+pub fn spawn_agent_configured(
+    toml: &str,
+    configure: impl FnOnce(agent::Agent) -> agent::Agent,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    agent::poller::Writer,
+) {
     agent::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let toml = if toml.contains("[buffer]") {
@@ -278,7 +320,7 @@ pub fn spawn_agent_with_writer(
         batch_window: Duration::from_millis(200),
         ..Default::default()
     };
-    let agent = agent::Agent::build(cfg).with_session_config(session);
+    let agent = configure(agent::Agent::build(cfg).with_session_config(session));
     let writer = agent.writer();
     let stop = CancellationToken::new();
     let s = stop.clone();

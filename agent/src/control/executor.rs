@@ -1,0 +1,459 @@
+//! The control executor: the task that turns accepted commands, schedule
+//! edges and expiring overrides into device writes, by itself.
+//!
+//! It receives [`ControlInput`]s from the uplink session (commands, and a
+//! note after every `Welcome`), asks the [`Controller`], sends the resulting
+//! writes to the device's bus queue through the [`Writer`] (the bus driver
+//! writes and reads back; a read-back that differs comes back as
+//! [`WriteError::Mismatch`] and is reported as `failed` with both values), and
+//! answers every command with a [`protocol::CommandResult`]. It wakes at
+//! [`Controller::next_deadline`] (at least once a minute, in case the wall
+//! clock was stepped) to switch schedule edges and revert overrides and
+//! actions **with or without a server**. Every change of a point's control
+//! state goes to the server as a [`protocol::ControlState`], and all of them
+//! after each (re)connect. The state is saved ([`store`]) after every change.
+//!
+//! A write that fails is retried after [`RETRY_AFTER`] while the wanted value
+//! stays the same and the point's daily write cap has room; a write the
+//! device refused (a Modbus exception, a configuration matter) is not retried
+//! until the wanted value changes.
+//!
+//! Messages to the server travel as [`PollEvent::Control`] on the uplink's
+//! event channel; when the link is down they are dropped (the server learns
+//! the states again after the next `Welcome`, and a command whose result was
+//! lost shows as unanswered there).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use protocol::{AgentToServer, Command, CommandOutcome, CommandResult, ControlState, Reading};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Controller, Decision, Envelope, PointKey, store};
+use crate::poller::{PollEvent, WriteError, Writer};
+
+/// Wait before writing again a value whose write failed.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Longest sleep between two looks at the clock.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Commands queued for the executor before the session refuses more.
+pub const INPUT_QUEUE: usize = 64;
+
+/// The executor's wall clock: the system's, or (tests, demos) one that
+/// starts at a chosen instant and may run faster than real time, so a
+/// schedule edge at 06:00 can be reached in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// `None`: the system clock.
+    start: Option<(OffsetDateTime, std::time::Instant)>,
+    speed: f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl Clock {
+    /// The system's UTC clock.
+    pub fn system() -> Self {
+        Clock {
+            start: None,
+            speed: 1.0,
+        }
+    }
+
+    /// A clock that reads `at` now and advances `speed` times as fast as
+    /// real time (`speed` below 1 is taken as 1).
+    pub fn starting_at(at: OffsetDateTime, speed: f64) -> Self {
+        Clock {
+            start: Some((at, std::time::Instant::now())),
+            speed: if speed.is_finite() {
+                speed.max(1.0)
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// The current wall time.
+    pub fn now(&self) -> OffsetDateTime {
+        match self.start {
+            None => OffsetDateTime::now_utc(),
+            Some((at, origin)) => {
+                let real = origin.elapsed().as_secs_f64() * self.speed;
+                at + time::Duration::seconds_f64(real)
+            }
+        }
+    }
+
+    /// Real time that passes while this clock advances by `wall`.
+    pub fn real(&self, wall: time::Duration) -> Duration {
+        let secs = wall.as_seconds_f64() / self.speed;
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// What the uplink hands the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlInput {
+    /// A command from the server, unchecked (boxed: it is large, `LinkUp` is not).
+    Command(Box<Command>),
+    /// The server welcomed the agent: send it every point's control state.
+    LinkUp,
+}
+
+/// Latest values the devices reported for the envelope's points, filled by
+/// [`forward`] from the pollers' readings.
+pub type Reported = Arc<Mutex<HashMap<PointKey, f64>>>;
+
+/// Pass the pollers' events on to the uplink (`out`), noting the values of
+/// the envelope's points in `reported`. Runs until `events` closes or `out`
+/// is gone. Kept apart from the executor so a slow write never holds up
+/// readings.
+pub async fn forward(
+    envelope: Envelope,
+    reported: Reported,
+    mut events: mpsc::Receiver<PollEvent>,
+    out: mpsc::Sender<PollEvent>,
+) {
+    while let Some(ev) = events.recv().await {
+        if let PollEvent::Readings(readings) = &ev {
+            note_reported(&envelope, &reported, readings);
+        }
+        if out.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading]) {
+    let Ok(mut map) = reported.lock() else {
+        return;
+    };
+    for r in readings {
+        if r.quality != protocol::Quality::Good || !r.value.is_finite() {
+            continue;
+        }
+        let v = r.value;
+        if let Some(w) = envelope
+            .writables
+            .iter()
+            .find(|w| w.key.device == r.device && w.key.point == r.point)
+        {
+            map.insert(w.key.clone(), v);
+        }
+    }
+}
+
+/// A failed write and when (if ever) to try the same value again.
+#[derive(Debug, Clone)]
+struct Failure {
+    value: f64,
+    retry_at: Option<OffsetDateTime>,
+}
+
+/// The executor task's state.
+pub struct Executor {
+    ctl: Controller,
+    writer: Writer,
+    state_path: PathBuf,
+    clock: Clock,
+    reported: Reported,
+    sent: BTreeMap<PointKey, ControlState>,
+    failures: BTreeMap<PointKey, Failure>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("state_path", &self.state_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor for `envelope`, carrying on from the state saved at
+    /// `state_path` (missing or corrupt: empty, logged).
+    pub fn new(
+        envelope: Envelope,
+        writer: Writer,
+        state_path: PathBuf,
+        clock: Clock,
+        reported: Reported,
+    ) -> Self {
+        let now = clock.now();
+        let ctl = Controller::restore(envelope, store::load(&state_path), now);
+        Executor {
+            ctl,
+            writer,
+            state_path,
+            clock,
+            reported,
+            sent: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// Run until `cancel` fires: serve `inputs`, apply deadlines, send
+    /// messages for the server to `out`.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<ControlInput>,
+        out: mpsc::Sender<PollEvent>,
+        cancel: CancellationToken,
+    ) {
+        info!(
+            writables = self.ctl.envelope().writables.len(),
+            actions = self.ctl.envelope().actions.len(),
+            "remote control on, within the local safety envelope"
+        );
+        // After a restart: finish what the stored state asks for.
+        self.settle(&out).await;
+        let mut inputs_open = true;
+        loop {
+            let now = self.clock.now();
+            let sleep = self.sleep_for(now);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                input = inputs.recv(), if inputs_open => match input {
+                    Some(ControlInput::Command(cmd)) => self.on_command(*cmd, &out).await,
+                    Some(ControlInput::LinkUp) => {
+                        self.sent.clear();
+                        self.send_states(&out).await;
+                    }
+                    None => inputs_open = false,
+                },
+                () = tokio::time::sleep(sleep) => self.settle(&out).await,
+            }
+        }
+        self.save();
+    }
+
+    /// Real time to sleep until the next deadline or retry, at most
+    /// [`MAX_SLEEP`].
+    fn sleep_for(&self, now: OffsetDateTime) -> Duration {
+        let retry = self.failures.values().filter_map(|f| f.retry_at).min();
+        let next = [self.ctl.next_deadline(now), retry]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= now => Duration::ZERO,
+            Some(t) => self.clock.real(t - now).min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        }
+    }
+
+    /// Hand the latest readings to the controller (the value to put back
+    /// after an override is the one read just before it).
+    fn sync_reported(&mut self) {
+        let latest: Vec<(PointKey, f64)> = match self.reported.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return,
+        };
+        for (k, v) in latest {
+            self.ctl.record_reported(&k, v);
+        }
+    }
+
+    fn reported_of(&self, key: &PointKey) -> Option<f64> {
+        self.reported.lock().ok().and_then(|m| m.get(key).copied())
+    }
+
+    fn save(&self) {
+        if let Err(e) = store::save(&self.state_path, &self.ctl.snapshot()) {
+            error!(path = %self.state_path.display(), error = %e, "cannot save the control state; a restart now would forget recent commands");
+        }
+    }
+
+    /// End what has ended, write what is due, tell the server what changed.
+    async fn settle(&mut self, out: &mpsc::Sender<PollEvent>) {
+        let now = self.clock.now();
+        self.sync_reported();
+        for ended in self.ctl.expire(now) {
+            info!("{ended}; reverting");
+        }
+        self.apply_due(now).await;
+        self.save();
+        self.send_states(out).await;
+    }
+
+    /// Perform the due writes; returns each attempted point's outcome.
+    async fn apply_due(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> BTreeMap<PointKey, Result<f64, WriteError>> {
+        let mut outcomes = BTreeMap::new();
+        for w in self.ctl.due_writes(now) {
+            if let Some(f) = self.failures.get(&w.key)
+                && f.value == w.value
+                && f.retry_at.is_none_or(|t| now < t)
+            {
+                continue;
+            }
+            let result = self
+                .writer
+                .write(&w.key.device, &w.key.point, w.value)
+                .await;
+            match &result {
+                Ok(()) => {
+                    info!(point = %w.key, value = w.value, source = ?w.source, "written and read back");
+                    self.ctl.record_write(&w.key, w.value, now);
+                    self.failures.remove(&w.key);
+                    if let Ok(mut m) = self.reported.lock() {
+                        m.insert(w.key.clone(), w.value);
+                    }
+                }
+                Err(e) => {
+                    let sent = !matches!(
+                        e,
+                        WriteError::Unsupported(_)
+                            | WriteError::Encode { .. }
+                            | WriteError::UnknownPoint { .. }
+                            | WriteError::NotWritable(_)
+                            | WriteError::BusStopped(_)
+                    );
+                    if sent {
+                        // It may have reached the device: it counts against the budget.
+                        self.ctl.record_attempt(&w.key, now);
+                    }
+                    if let WriteError::Mismatch { read_back, .. } = e
+                        && let Ok(mut m) = self.reported.lock()
+                    {
+                        m.insert(w.key.clone(), *read_back);
+                    }
+                    let room = self.ctl.budget_left(&w.key, now).is_none_or(|n| n > 0);
+                    let retry = !matches!(
+                        e,
+                        WriteError::Refused(_)
+                            | WriteError::Unsupported(_)
+                            | WriteError::Encode { .. }
+                            | WriteError::UnknownPoint { .. }
+                            | WriteError::NotWritable(_)
+                    ) && room;
+                    let retry_at = retry.then(|| now + RETRY_AFTER);
+                    warn!(point = %w.key, value = w.value, error = %e, retry = ?retry_at, "control write failed");
+                    self.failures.insert(
+                        w.key.clone(),
+                        Failure {
+                            value: w.value,
+                            retry_at,
+                        },
+                    );
+                }
+            }
+            outcomes.insert(w.key, result.map(|()| w.value));
+        }
+        outcomes
+    }
+
+    async fn on_command(&mut self, cmd: Command, out: &mpsc::Sender<PollEvent>) {
+        let now = self.clock.now();
+        self.sync_reported();
+        let named = named_point(&cmd, self.ctl.envelope());
+        let before = named.as_ref().and_then(|k| self.reported_of(k));
+        let (outcome, reason, after) = match self.ctl.decide(&cmd, now) {
+            Decision::Expired(why) => {
+                warn!(id = %cmd.id, by = %cmd.issued_by, reason = %why, "command expired; nothing written");
+                (CommandOutcome::Expired, Some(why), None)
+            }
+            Decision::Rejected(why) => {
+                warn!(id = %cmd.id, by = %cmd.issued_by, request = ?cmd.request, reason = %why, "command refused by the safety envelope");
+                (CommandOutcome::Rejected, Some(why), None)
+            }
+            Decision::Accepted { note, points } => {
+                self.save();
+                // A command replaces what failed before on its points.
+                for p in &points {
+                    self.failures.remove(p);
+                }
+                let outcomes = self.apply_due(now).await;
+                self.save();
+                let mut failed = Vec::new();
+                let mut after = None;
+                for p in &points {
+                    match outcomes.get(p) {
+                        Some(Ok(v)) => after = after.or(Some(*v)),
+                        Some(Err(e)) => {
+                            if let WriteError::Mismatch { read_back, .. } = e {
+                                after = after.or(Some(*read_back));
+                            }
+                            failed.push(format!("`{p}`: {e}"));
+                        }
+                        None => after = after.or_else(|| self.reported_of(p)),
+                    }
+                }
+                let mut reasons: Vec<String> = note.into_iter().collect();
+                if failed.is_empty() {
+                    info!(id = %cmd.id, by = %cmd.issued_by, request = ?cmd.request, "command applied");
+                    let reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+                    (CommandOutcome::Applied, reason, after)
+                } else {
+                    reasons.extend(failed);
+                    reasons.push(
+                        "the agent keeps the request and tries again; release or stop it to cancel"
+                            .into(),
+                    );
+                    let reason = reasons.join("; ");
+                    warn!(id = %cmd.id, by = %cmd.issued_by, %reason, "command failed at the device");
+                    (CommandOutcome::Failed, Some(reason), after)
+                }
+            }
+        };
+        let result = CommandResult {
+            id: cmd.id,
+            at: now,
+            outcome,
+            reason,
+            before,
+            after,
+        };
+        send(out, AgentToServer::CommandResult(result)).await;
+        self.send_states(out).await;
+    }
+
+    /// Send the states that changed since last sent.
+    async fn send_states(&mut self, out: &mpsc::Sender<PollEvent>) {
+        let now = self.clock.now();
+        let states = self.ctl.control_states(now);
+        for mut s in states {
+            let key = PointKey::new(&s.device, &s.point);
+            s.reported = self.reported_of(&key).or(s.reported);
+            if self.sent.get(&key) == Some(&s) {
+                continue;
+            }
+            self.sent.insert(key, s.clone());
+            send(out, AgentToServer::ControlState(s)).await;
+        }
+    }
+}
+
+async fn send(out: &mpsc::Sender<PollEvent>, msg: AgentToServer) {
+    // The uplink drops it while the link is down; nothing to do here if the
+    // uplink is gone (the agent is stopping).
+    let _ = out.send(PollEvent::Control(msg)).await;
+}
+
+/// The point a command is about (an action's first write), for `before`.
+fn named_point(cmd: &Command, envelope: &Envelope) -> Option<PointKey> {
+    use protocol::ControlRequest as R;
+    match &cmd.request {
+        R::Set { device, point, .. }
+        | R::Release { device, point }
+        | R::SetSchedule { device, point, .. } => Some(PointKey::new(device, point)),
+        R::StartAction { action, .. } | R::StopAction { action } => envelope
+            .action(action)
+            .and_then(|a| a.writes.first())
+            .map(|w| w.key.clone()),
+    }
+}
