@@ -441,3 +441,126 @@ async fn an_override_and_its_end_survive_an_agent_restart() {
         .unwrap()
         .unwrap();
 }
+
+/// A boiler controller (BankSim) whose own limits are narrower than the
+/// installer's envelope, and a pump coil with a small write budget.
+const BOILER_PROFILE: &str = r#"
+[[profile]]
+id = "boiler"
+[[profile.point]]
+name = "setpoint"
+function = "holding"
+address = 10
+data_type = "i16"
+scale = 0.1
+writable = true
+[[profile.point]]
+name = "pump"
+function = "coil"
+address = 0
+data_type = "bool"
+writable = true
+"#;
+
+const BOILER_ENVELOPE: &str = r#"
+[[writable]]
+device = "boiler"
+point = "setpoint"
+kind = "setpoint"
+min = 5.0
+max = 35.0
+step = 0.5
+max_override_minutes = 60
+
+[[writable]]
+device = "boiler"
+point = "pump"
+kind = "output"
+max_override_minutes = 60
+daily_write_cap = 3
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_mismatch_is_failed_with_both_values_and_the_write_budget_holds() {
+    use agent::sim::bank::{BankSim, Tables};
+    let sim = BankSim::new();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("boiler.toml");
+    std::fs::write(&profile, BOILER_PROFILE).unwrap();
+    let points = agent::registers::parse_profile("boiler.toml", BOILER_PROFILE)
+        .unwrap()
+        .remove(0)
+        .points;
+    sim.add_unit(1, Tables::for_points(&points));
+    // The device keeps its setpoint within 5.0..=30.0 (raw 50..=300).
+    sim.update(1, |t| {
+        t.holding.insert(10, 200);
+        t.clamp.insert(10, (50, 300));
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _serving = sim.serve_tcp(listener);
+    let mut server = FakeServer::start().await;
+    let text = format!(
+        "[server]\nurl = \"{}\"\nagent_id = \"{}\"\nsecret = \"{}\"\n\n\
+         [[bus]]\nname = \"lan\"\nkind = \"tcp\"\naddress = \"{addr}\"\ntimeout_ms = 500\n\n\
+         [[device]]\nkey = \"boiler\"\nbus = \"lan\"\nunit_id = 1\nprofile = \"{}\"\npoll_interval_ms = 200\n{BOILER_ENVELOPE}",
+        server.url,
+        common::AGENT_ID,
+        common::SECRET,
+        profile.display()
+    );
+    let (stop, handle) = common::spawn_agent(&text);
+    server
+        .next_matching("readings of both points", |s| match &s.msg {
+            AgentToServer::Readings(b) if b.readings.len() >= 2 => Some(()),
+            _ => None,
+        })
+        .await;
+    let writes = || {
+        sim.requests()
+            .iter()
+            .filter(|r| matches!(r.function, 5 | 6 | 15 | 16))
+            .count()
+    };
+
+    // 35.0 is inside the envelope but the device keeps 30.0: reported, not hidden.
+    let r = ask(&mut server, command(set_on("boiler", "setpoint", 35.0))).await;
+    assert_eq!(r.outcome, CommandOutcome::Failed, "{r:?}");
+    let why = r.reason.unwrap();
+    assert!(
+        why.contains("wrote 35") && why.contains("reads back 30"),
+        "{why}"
+    );
+    assert!(why.contains("does not repeat this write"), "{why}");
+    assert_eq!((r.before, r.after), (Some(20.0), Some(30.0)));
+
+    // The pump's budget: 3 writes a day, and each change keeps room for its revert.
+    let before = writes();
+    let r = ask(&mut server, command(set_on("boiler", "pump", 1.0))).await;
+    assert_eq!(r.outcome, CommandOutcome::Applied, "{r:?}");
+    let r = ask(&mut server, command(set_on("boiler", "pump", 0.0))).await;
+    assert_eq!(r.outcome, CommandOutcome::Applied, "{r:?}");
+    assert_eq!(writes(), before + 2);
+    // An unchanged value is not written again (and costs nothing).
+    let r = ask(&mut server, command(set_on("boiler", "pump", 0.0))).await;
+    assert_eq!(r.outcome, CommandOutcome::Applied, "{r:?}");
+    assert!(r.reason.unwrap().contains("not rewritten"));
+    let r = ask(&mut server, command(set_on("boiler", "pump", 1.0))).await;
+    assert_eq!(r.outcome, CommandOutcome::Rejected, "{r:?}");
+    assert!(r.reason.unwrap().contains("daily write cap"));
+    assert_eq!(writes(), before + 2, "nothing written after the refusal");
+    assert_eq!(sim.tables(1).unwrap().coils[&0], false);
+
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
+}
+
+fn set_on(device: &str, point: &str, value: f64) -> ControlRequest {
+    ControlRequest::Set {
+        device: device.into(),
+        point: point.into(),
+        value,
+        until: None,
+    }
+}

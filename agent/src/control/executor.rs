@@ -13,10 +13,12 @@
 //! state goes to the server as a [`protocol::ControlState`], and all of them
 //! after each (re)connect. The state is saved ([`store`]) after every change.
 //!
-//! A write that fails is retried after [`RETRY_AFTER`] while the wanted value
-//! stays the same and the point's daily write cap has room; a write the
-//! device refused (a Modbus exception, a configuration matter) is not retried
-//! until the wanted value changes.
+//! A write that failed in transit (timeout, no read-back) is retried after
+//! [`RETRY_AFTER`] while the wanted value stays the same and the point's
+//! daily write cap has room. A write the device refused (a Modbus exception,
+//! a configuration matter) or answered with another value (it clamps to its
+//! own limits) is not repeated until the wanted value changes: the same write
+//! would get the same answer, and wear the device.
 //!
 //! Messages to the server travel as [`PollEvent::Control`] on the uplink's
 //! event channel; when the link is down they are dropped (the server learns
@@ -333,13 +335,11 @@ impl Executor {
                         m.insert(w.key.clone(), *read_back);
                     }
                     let room = self.ctl.budget_left(&w.key, now).is_none_or(|n| n > 0);
-                    let retry = !matches!(
+                    let retry = matches!(
                         e,
-                        WriteError::Refused(_)
-                            | WriteError::Unsupported(_)
-                            | WriteError::Encode { .. }
-                            | WriteError::UnknownPoint { .. }
-                            | WriteError::NotWritable(_)
+                        WriteError::Transport(_)
+                            | WriteError::Unverified { .. }
+                            | WriteError::BusStopped(_)
                     ) && room;
                     let retry_at = retry.then(|| now + RETRY_AFTER);
                     warn!(point = %w.key, value = w.value, error = %e, retry = ?retry_at, "control write failed");
@@ -400,10 +400,18 @@ impl Executor {
                     (CommandOutcome::Applied, reason, after)
                 } else {
                     reasons.extend(failed);
-                    reasons.push(
-                        "the agent keeps the request and tries again; release or stop it to cancel"
-                            .into(),
-                    );
+                    let retrying = points
+                        .iter()
+                        .any(|p| self.failures.get(p).is_some_and(|f| f.retry_at.is_some()));
+                    reasons.push(if retrying {
+                        format!(
+                            "the agent keeps the request and writes again in {} s; release or stop it to cancel",
+                            RETRY_AFTER.as_secs()
+                        )
+                    } else {
+                        "the agent keeps the request but does not repeat this write; release or stop it to cancel"
+                            .into()
+                    });
                     let reason = reasons.join("; ");
                     warn!(id = %cmd.id, by = %cmd.issued_by, %reason, "command failed at the device");
                     (CommandOutcome::Failed, Some(reason), after)
