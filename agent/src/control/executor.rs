@@ -172,6 +172,9 @@ pub struct Executor {
     reported: Reported,
     sent: BTreeMap<PointKey, ControlState>,
     failures: BTreeMap<PointKey, Failure>,
+    /// What the state file holds, to write it only when something changed
+    /// (an SD card in a Raspberry Pi wears with every write).
+    saved: Option<store::Snapshot>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -202,6 +205,7 @@ impl Executor {
             reported,
             sent: BTreeMap::new(),
             failures: BTreeMap::new(),
+            saved: None,
         }
     }
 
@@ -272,9 +276,16 @@ impl Executor {
         self.reported.lock().ok().and_then(|m| m.get(key).copied())
     }
 
-    fn save(&self) {
-        if let Err(e) = store::save(&self.state_path, &self.ctl.snapshot()) {
-            error!(path = %self.state_path.display(), error = %e, "cannot save the control state; a restart now would forget recent commands");
+    fn save(&mut self) {
+        let snapshot = self.ctl.snapshot();
+        if self.saved.as_ref() == Some(&snapshot) {
+            return;
+        }
+        match store::save(&self.state_path, &snapshot) {
+            Ok(()) => self.saved = Some(snapshot),
+            Err(e) => {
+                error!(path = %self.state_path.display(), error = %e, "cannot save the control state; a restart now would forget recent commands")
+            }
         }
     }
 
