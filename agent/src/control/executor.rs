@@ -54,7 +54,7 @@ pub const INPUT_QUEUE: usize = 64;
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// `None`: the system clock.
-    start: Option<(OffsetDateTime, std::time::Instant)>,
+    start: Option<(OffsetDateTime, tokio::time::Instant)>,
     speed: f64,
 }
 
@@ -74,10 +74,11 @@ impl Clock {
     }
 
     /// A clock that reads `at` now and advances `speed` times as fast as
-    /// real time (`speed` below 1 is taken as 1).
+    /// real time (`speed` below 1 is taken as 1). It follows tokio's clock,
+    /// so it also stands still and jumps with a paused test runtime.
     pub fn starting_at(at: OffsetDateTime, speed: f64) -> Self {
         Clock {
-            start: Some((at, std::time::Instant::now())),
+            start: Some((at, tokio::time::Instant::now())),
             speed: if speed.is_finite() {
                 speed.max(1.0)
             } else {
@@ -474,5 +475,214 @@ fn named_point(cmd: &Command, envelope: &Envelope) -> Option<PointKey> {
             .action(action)
             .and_then(|a| a.writes.first())
             .map(|w| w.key.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use protocol::{ControlRequest, ControlSource};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{control::envelope::tests::envelope, poller::BusHandle};
+
+    const T0: OffsetDateTime = datetime!(2026-01-15 10:00 UTC);
+
+    /// (point, value) of every write the bus received.
+    type WriteLog = Arc<Mutex<Vec<(String, f64)>>>;
+
+    /// A bus that answers writes from a script (then `Ok`) and logs them.
+    fn scripted_bus(script: Vec<Result<(), WriteError>>) -> (Writer, WriteLog) {
+        let (handle, mut rx) = BusHandle::new("field");
+        let mut writer = Writer::new();
+        writer.route("heatpump", handle);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = log.clone();
+        let mut script: VecDeque<_> = script.into();
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                seen.lock().unwrap().push((cmd.point.clone(), cmd.value));
+                let _ = cmd.reply.send(script.pop_front().unwrap_or(Ok(())));
+            }
+        });
+        (writer, log)
+    }
+
+    struct Running {
+        inputs: mpsc::Sender<ControlInput>,
+        out: mpsc::Receiver<PollEvent>,
+        cancel: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start(writer: Writer) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let reported = Reported::default();
+        {
+            let mut m = reported.lock().unwrap();
+            m.insert(PointKey::new("heatpump", "dhw_setpoint"), 45.0);
+            m.insert(PointKey::new("heatpump", "room_setpoint"), 20.0);
+        }
+        let exec = Executor::new(
+            envelope(),
+            writer,
+            dir.path().join("agent-control.json"),
+            Clock::starting_at(T0, 1.0),
+            reported,
+        );
+        let (inputs, in_rx) = mpsc::channel(8);
+        let (out_tx, out) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        tokio::spawn(exec.run(in_rx, out_tx, cancel.clone()));
+        Running {
+            inputs,
+            out,
+            cancel,
+            _dir: dir,
+        }
+    }
+
+    fn command(request: ControlRequest) -> ControlInput {
+        ControlInput::Command(Box::new(Command {
+            id: uuid::Uuid::new_v4(),
+            issued_at: T0,
+            expires_at: T0 + time::Duration::days(1),
+            issued_by: "test@example.com".into(),
+            request,
+        }))
+    }
+
+    fn set_dhw(value: f64) -> ControlInput {
+        command(ControlRequest::Set {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            value,
+            until: None,
+        })
+    }
+
+    async fn result(r: &mut Running) -> CommandResult {
+        loop {
+            match r.out.recv().await.unwrap() {
+                PollEvent::Control(AgentToServer::CommandResult(c)) => return c,
+                _ => continue,
+            }
+        }
+    }
+
+    fn dhw_writes(log: &WriteLog) -> Vec<f64> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "dhw_setpoint")
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_failure_is_retried_after_a_minute() {
+        let (writer, log) = scripted_bus(vec![
+            Ok(()), // car heater idle value at start
+            Err(WriteError::Transport("timeout".into())),
+        ]);
+        let mut r = start(writer);
+        r.inputs.send(set_dhw(50.0)).await.unwrap();
+        let res = result(&mut r).await;
+        assert_eq!(res.outcome, CommandOutcome::Failed);
+        assert!(res.reason.unwrap().contains("writes again in 60 s"));
+        assert_eq!(dhw_writes(&log), vec![50.0]);
+        tokio::time::sleep(RETRY_AFTER + Duration::from_secs(1)).await;
+        assert_eq!(dhw_writes(&log), vec![50.0, 50.0]);
+        r.cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_by_the_device_is_not_repeated() {
+        let (writer, log) = scripted_bus(vec![
+            Ok(()),
+            Err(WriteError::Refused("exception 0x02".into())),
+        ]);
+        let mut r = start(writer);
+        r.inputs.send(set_dhw(50.0)).await.unwrap();
+        let res = result(&mut r).await;
+        assert_eq!(res.outcome, CommandOutcome::Failed);
+        assert!(res.reason.unwrap().contains("does not repeat"));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(dhw_writes(&log), vec![50.0]);
+        r.cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_boost_ends_on_the_agents_clock_and_the_old_value_is_put_back() {
+        let (writer, log) = scripted_bus(vec![]);
+        let mut r = start(writer);
+        r.inputs
+            .send(command(ControlRequest::StartAction {
+                action: "boost_dhw".into(),
+                duration_s: 600,
+            }))
+            .await
+            .unwrap();
+        let res = result(&mut r).await;
+        assert_eq!(res.outcome, CommandOutcome::Applied);
+        assert_eq!((res.before, res.after), (Some(45.0), Some(55.0)));
+        tokio::time::sleep(Duration::from_secs(599)).await;
+        assert_eq!(dhw_writes(&log), vec![55.0]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(dhw_writes(&log), vec![55.0, 45.0]);
+        // The server is told: the point is the device's own again.
+        let mut last = None;
+        while let Ok(ev) = r.out.try_recv() {
+            if let PollEvent::Control(AgentToServer::ControlState(s)) = ev
+                && s.point == "dhw_setpoint"
+            {
+                last = Some(s);
+            }
+        }
+        let last = last.expect("a control state after the revert");
+        assert_eq!((last.source, last.action), (ControlSource::Device, None));
+        r.cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_state_is_sent_again_after_a_welcome() {
+        let (writer, _log) = scripted_bus(vec![]);
+        let mut r = start(writer);
+        async fn three_states(r: &mut Running) -> Vec<String> {
+            let mut points = Vec::new();
+            while points.len() < 3 {
+                if let PollEvent::Control(AgentToServer::ControlState(s)) =
+                    r.out.recv().await.unwrap()
+                {
+                    points.push(s.point);
+                }
+            }
+            points.sort();
+            points
+        }
+        // At start every state is new; unchanged ones are not sent again...
+        assert_eq!(three_states(&mut r).await.len(), 3);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(r.out.try_recv().is_err());
+        // ...until the server welcomes the agent again.
+        r.inputs.send(ControlInput::LinkUp).await.unwrap();
+        assert_eq!(
+            three_states(&mut r).await,
+            ["car_heater", "dhw_setpoint", "room_setpoint"]
+        );
+        r.cancel.cancel();
+    }
+
+    #[test]
+    fn a_fast_clock_runs_faster_and_converts_back_to_real_time() {
+        let c = Clock::starting_at(T0, 60.0);
+        assert!(c.now() >= T0);
+        assert_eq!(c.real(time::Duration::minutes(1)), Duration::from_secs(1));
+        assert_eq!(
+            Clock::system().real(time::Duration::SECOND),
+            Duration::from_secs(1)
+        );
     }
 }
