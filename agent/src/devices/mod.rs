@@ -1,6 +1,7 @@
 //! Talking to field devices: the [`DeviceClient`] trait and its Modbus
 //! implementation over TCP and RTU ([`modbus::ModbusClient`]), plus Modbus
-//! ASCII ([`ascii::AsciiClient`]); [`BusClient`] picks one per bus.
+//! ASCII ([`ascii::AsciiClient`]); [`BusClient`] picks one per bus. POP
+//! room-heating boards speak their own protocol ([`pop`]).
 //!
 //! Results are nested like tokio-modbus's own: the outer `Result` is the
 //! transport (I/O, timeout, bad frame: retry with back-off, mark the device
@@ -11,6 +12,7 @@
 pub mod ascii;
 pub mod bus;
 pub mod modbus;
+pub mod pop;
 
 use std::{fmt, future::Future, time::Duration};
 
