@@ -182,12 +182,12 @@ pub fn describe(cfg: &AgentConfig) -> String {
     for bus in &cfg.buses {
         let how = match &bus.transport {
             Transport::Tcp { address } => format!("tcp {address}"),
-            Transport::Rtu(r) | Transport::Ascii(r) => format!(
+            Transport::Rtu(r) | Transport::Ascii(r) | Transport::Pop(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
-                if matches!(bus.transport, Transport::Ascii(_)) {
-                    "ascii"
-                } else {
-                    "rtu"
+                match bus.transport {
+                    Transport::Ascii(_) => "ascii",
+                    Transport::Pop(_) => "pop",
+                    _ => "rtu",
                 },
                 r.path,
                 r.baud,

@@ -8,7 +8,8 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial);
+//!   implementation over TCP and RTU (tokio-serial), and the POP room-heating
+//!   boards' own protocol ([`devices::pop`]);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
@@ -142,6 +143,10 @@ impl Agent {
             match &bus.transport {
                 Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                     let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
+                    tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                }
+                Transport::Pop(_) => {
+                    let driver = devices::pop::PopDriver::new(devices::pop::PopClient::new(bus));
                     tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
                 }
             }

@@ -18,7 +18,11 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            Transport::Rtu(_) | Transport::Tcp { .. } => BusClient::Modbus(ModbusClient::new(bus)),
+            // A pop bus is driven by `pop::PopDriver`; a Modbus client on it
+            // reports a connect error on every request.
+            Transport::Rtu(_) | Transport::Tcp { .. } | Transport::Pop(_) => {
+                BusClient::Modbus(ModbusClient::new(bus))
+            }
         }
     }
 }

@@ -60,7 +60,7 @@ impl ModbusClient {
     fn target(&self) -> String {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
-            Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
+            Transport::Rtu(s) | Transport::Ascii(s) | Transport::Pop(s) => s.path.clone(),
         }
     }
 }
@@ -82,6 +82,7 @@ async fn connect(transport: Transport) -> Result<Context, String> {
             }
             // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
             Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
+            Transport::Pop(_) => Err("a pop bus needs the POP client".into()),
             Transport::Rtu(settings) => {
                 let port = tokio_serial::SerialStream::open(&port_builder(settings))
                     .map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod encode;
 pub mod plan;
+pub mod pop;
 pub mod profile;
 
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
 pub use plan::{PlannedRead, PointSlot, plan_reads};
+pub use pop::{PopField, PopSpec};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
 
 /// Most registers one FC03/FC04 request may read (Modbus Application Protocol
@@ -110,7 +112,8 @@ pub enum WordOrder {
 }
 
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses, POP
+/// profiles on `pop` buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
@@ -121,12 +124,15 @@ pub enum Protocol {
     /// Modbus registers and bits ([`PointSpec`]).
     #[default]
     Modbus,
+    /// POP room-heating boards ([`PopSpec`]).
+    Pop,
 }
 
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
+            Protocol::Pop => "pop",
         })
     }
 }
@@ -136,6 +142,8 @@ impl std::fmt::Display for Protocol {
 pub enum Spec {
     /// A Modbus register or bit.
     Modbus(PointSpec),
+    /// A value of a POP board.
+    Pop(PopSpec),
 }
 
 impl Spec {
@@ -143,6 +151,7 @@ impl Spec {
     pub fn protocol(&self) -> Protocol {
         match self {
             Spec::Modbus(_) => Protocol::Modbus,
+            Spec::Pop(_) => Protocol::Pop,
         }
     }
 
@@ -150,6 +159,15 @@ impl Spec {
     pub fn modbus(&self) -> Option<&PointSpec> {
         match self {
             Spec::Modbus(s) => Some(s),
+            Spec::Pop(_) => None,
+        }
+    }
+
+    /// The POP half, when the point is a POP point.
+    pub fn pop(&self) -> Option<&PopSpec> {
+        match self {
+            Spec::Pop(s) => Some(s),
+            Spec::Modbus(_) => None,
         }
     }
 
@@ -157,6 +175,7 @@ impl Spec {
     pub fn is_binary(&self) -> bool {
         match self {
             Spec::Modbus(s) => s.data_type == DataType::Bool,
+            Spec::Pop(s) => s.field.is_binary(),
         }
     }
 
@@ -167,6 +186,7 @@ impl Spec {
                 let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
                 format!("{} {}{bit} {:?}", s.function, s.address.0, s.data_type)
             }
+            Spec::Pop(s) => s.describe(),
         }
     }
 }
