@@ -90,6 +90,25 @@ fn parse_units(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
 pub enum SimDevice {
     /// Ouman EH-203 with a MODBUS-200 card.
     Eh203(SimArgs),
+    /// A bus of POP room-heating boards with a wall keypad polling them.
+    Pop(PopSimArgs),
+}
+
+/// Options of `simulate pop`.
+#[derive(Debug, Args)]
+pub struct PopSimArgs {
+    /// The serial port (or pty) that is the bus.
+    #[arg(long)]
+    pub serial: PathBuf,
+    /// Boards on the bus, numbered 1..=N.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    pub boards: u8,
+    /// No wall keypad: the line is quiet apart from the agent's requests.
+    #[arg(long)]
+    pub no_keypad: bool,
+    /// Line speed (8N1).
+    #[arg(long, default_value_t = crate::devices::pop::DEFAULT_BAUD)]
+    pub baud: u32,
 }
 
 /// Options of `simulate eh203`.
@@ -167,6 +186,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate {
             device: SimDevice::Eh203(args),
         } => simulate_eh203(args).await,
+        Command::Simulate {
+            device: SimDevice::Pop(args),
+        } => simulate_pop(args).await,
     }
 }
 
@@ -261,6 +283,43 @@ async fn simulate_eh203(args: SimArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => Ok(()),
         res = server => res.context("simulator task")?.context("simulator server"),
     }
+}
+
+async fn simulate_pop(args: PopSimArgs) -> anyhow::Result<()> {
+    use crate::sim::pop::{PopBusSim, PopSimOptions};
+    if args.baud == 0 {
+        anyhow::bail!("--baud must be above 0");
+    }
+    let opts = PopSimOptions {
+        boards: (1..=args.boards).collect(),
+        keypad: !args.no_keypad,
+        baud: args.baud,
+        ..PopSimOptions::default()
+    };
+    let sim = PopBusSim::new(opts);
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(
+        args.serial.to_string_lossy(),
+        args.baud,
+    ))
+    .with_context(|| format!("opening {}", args.serial.display()))?;
+    println!(
+        "READY pop simulator: {} {} 8N1, boards 1..={}, keypad {}",
+        args.serial.display(),
+        args.baud,
+        args.boards,
+        if args.no_keypad { "off" } else { "on" }
+    );
+    let server = sim.serve(port);
+    let result = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        res = server => res.context("simulator task")?.context("simulated line"),
+    };
+    let s = sim.stats();
+    println!(
+        "pop simulator: served {} requests, {} collisions, keypad polls {}",
+        s.served, s.collisions, s.keypad_polls
+    );
+    result
 }
 
 /// Completes on Ctrl-C or SIGTERM (what systemd sends).

@@ -17,7 +17,8 @@
 //! - [`metrics`]: Prometheus text metrics on an optional local listener;
 //! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
 //!   loop with jittered reconnects and resend of unacknowledged batches;
-//! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
+//! - [`sim`]: device simulators (an Ouman EH-203, a POP bus with a wall
+//!   keypad) for demos and tests.
 //!
 //! [`Agent`] wires them together. The binary (`main.rs`) and the tests run the
 //! same code:
