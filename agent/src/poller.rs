@@ -298,6 +298,23 @@ pub struct PolledDevice<P> {
     comm: CommState,
 }
 
+impl<P> PolledDevice<P> {
+    /// `device` as [`run_bus`] keeps it, with `driver`'s plan for its enabled
+    /// points: for driving a [`BusDriver`] directly (tests, one-off reads
+    /// and writes) outside the poll loop.
+    pub fn new<D: BusDriver<Plan = P>>(driver: &D, device: &DeviceConfig) -> Self {
+        let points: Vec<Point> = device.enabled_points().cloned().collect();
+        PolledDevice {
+            plan: driver.plan(device, &points),
+            comm: CommState::new(&device.key, device.poll_interval),
+            key: device.key.clone(),
+            unit_id: device.unit_id,
+            points,
+            next_due: Instant::now(),
+        }
+    }
+}
+
 /// Poll every device of one bus until `cancel` fires. Events go to `tx`; if
 /// the receiver is gone the task ends.
 pub async fn run_bus<D: BusDriver>(
