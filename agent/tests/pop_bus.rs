@@ -442,13 +442,17 @@ async fn an_unplugged_adapter_is_reopened_by_itself() {
     task.await.unwrap();
 }
 
-/// Send `n` reads to board 1 and return the collisions the bus counted meanwhile.
-async fn collisions_of(c: &mut PopClient, sim: &PopBusSim, n: usize) -> u64 {
+/// Send `n` reads of a clock table to board 1 and return the collisions and
+/// the answers the bus counted meanwhile. The keypad never asks for clock
+/// tables, so an answer is the board's reply to *this* client: a room block
+/// or outputs read could be satisfied by the board's reply to the keypad's
+/// identical question (no request id on the wire), which hides collisions.
+async fn collisions_of(c: &mut PopClient, sim: &PopBusSim, n: usize) -> (u64, u64) {
     let before = sim.stats();
     let sends_before = c.stats().sends;
     for _ in 0..n {
         // A read may still fail when every send of an impolite client collides.
-        let _ = c.read_outputs(1).await;
+        let _ = c.read_clock_table(1, 1).await;
     }
     // Our last request may still be on its way to the simulator.
     let sends = c.stats().sends - sends_before;
@@ -462,7 +466,11 @@ async fn collisions_of(c: &mut PopClient, sim: &PopBusSim, n: usize) -> u64 {
         }
     })
     .await;
-    sim.stats().collisions - before.collisions
+    let after = sim.stats();
+    (
+        after.collisions - before.collisions,
+        after.served - before.served,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,37 +478,51 @@ async fn waiting_for_a_quiet_line_avoids_collisions_and_sending_at_once_does_not
     let (pty, sim) = bus(PopSimOptions::default()).await;
     let cfg = config(&pty.b, &[1], 1000);
     const N: usize = 25;
+    // The impolite client rarely gets through; fewer reads and sends keep the test short.
+    const N_RUDE: usize = 8;
 
     let mut polite = client(&cfg);
     let t = Instant::now();
-    let polite_collisions = collisions_of(&mut polite, &sim, N).await;
+    let (polite_collisions, polite_served) = collisions_of(&mut polite, &sim, N).await;
     let polite_time = t.elapsed();
     let ps = polite.stats();
     drop(polite);
 
     let mut rude = client(&cfg).with_timing(PopTiming {
         quiet: Duration::ZERO,
+        attempts: 5,
         ..PopTiming::default()
     });
     let t = Instant::now();
-    let rude_collisions = collisions_of(&mut rude, &sim, N).await;
+    let (rude_collisions, rude_served) = collisions_of(&mut rude, &sim, N_RUDE).await;
     let rude_time = t.elapsed();
     let rs = rude.stats();
     eprintln!(
-        "POP bus with keypad, {N} reads each: quiet-wait client {polite_collisions} collisions, \
-         {} sends, {:?}; send-at-once client {rude_collisions} collisions, {} sends, {} gave up, {:?}",
-        ps.sends, polite_time, rs.sends, rs.gave_up, rude_time
+        "POP bus with keypad, clock-table reads: quiet-wait client {N} reads, {} sends, \
+         {polite_collisions} collisions, {polite_served} answered, {} gave up, {polite_time:?}; \
+         send-at-once client {N_RUDE} reads, {} sends, {rude_collisions} collisions, \
+         {rude_served} answered, {} gave up, {rude_time:?}",
+        ps.sends, ps.gave_up, rs.sends, rs.gave_up
     );
+    // Every send reached the simulator and was either answered or lost.
+    assert_eq!(polite_collisions + polite_served, ps.sends);
+    assert_eq!(rude_collisions + rude_served, rs.sends);
     assert_eq!(ps.gave_up, 0);
+    // Rates, not counts, with room for a machine so loaded that the simulator
+    // itself stalls: typically 0 of 25 with manners, nearly all without.
+    let rate = |collisions: u64, sends: u64| collisions as f64 / sends.max(1) as f64;
+    let polite_rate = rate(polite_collisions, ps.sends);
+    let rude_rate = rate(rude_collisions, rs.sends);
     assert!(
-        polite_collisions <= 2,
-        "{polite_collisions} collisions with bus manners"
+        polite_rate < 0.2,
+        "{polite_collisions} of {} sends collided with bus manners",
+        ps.sends
     );
     assert!(
-        rude_collisions >= N as u64 / 2,
-        "only {rude_collisions} collisions sending into keypad traffic"
+        rude_rate > 0.5,
+        "only {rude_collisions} of {} sends collided without",
+        rs.sends
     );
-    assert!(rs.sends > ps.sends);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,7 @@ use crate::{
     config::{DataBits, Parity, SerialSettings, StopBits},
     devices::pop::{
         FRAME_GAP, QUIET_BEFORE_SEND, char_time,
+        client::read_ready,
         codec::{self, Frame, PopCodec},
         message::{
             AlarmInputs, CLOCK_SLOTS, ClockEntry, MAX_ROOMS_PER_READ, OutputCommand, OutputStates,
@@ -546,7 +547,15 @@ struct LineTask<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
     async fn run(mut self) -> io::Result<()> {
         let mut scratch = [0u8; 256];
+        let mut ready = BytesMut::new();
         loop {
+            // What has already arrived is heard before anything new starts:
+            // a busy simulator must not start the keypad over a request that
+            // came in while it was not looking.
+            if read_ready(&mut self.io, &mut ready).await? > 0 {
+                self.receive(&ready);
+                ready.clear();
+            }
             self.transmit().await?;
             self.start_next();
             self.keypad();
@@ -576,6 +585,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
         let due = due.min(tx.bytes.len());
         if due > tx.sent {
             let chunk = &tx.bytes[tx.sent..due];
+            // Stamped before writing: nobody can hear the bytes earlier.
+            let written_at = Instant::now();
             match timeout(WRITE_LIMIT, self.io.write_all(chunk)).await {
                 Ok(r) => r?,
                 Err(_) => {
@@ -585,7 +596,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
                 }
             }
             tx.sent = tx.sent.max(due);
-            self.line.tx_end = Some(Instant::now());
+            self.line.tx_end = Some(written_at);
         }
         if tx.sent >= tx.bytes.len() {
             self.tx = None;

@@ -5,7 +5,8 @@
 //!
 //! 1. before sending, wait until nothing has arrived for
 //!    [`QUIET_BEFORE_SEND`](super::QUIET_BEFORE_SEND) — everything heard
-//!    meanwhile is other devices' traffic and is skipped;
+//!    meanwhile is other devices' traffic and is skipped — and never while
+//!    a frame is half received (then [`FRAME_GAP`](super::FRAME_GAP));
 //! 2. send, then wait up to [`REPLY_TIMEOUT`](super::REPLY_TIMEOUT) after the
 //!    request has left the adapter;
 //! 3. on silence send again, up to [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS)
@@ -220,7 +221,11 @@ impl<T> PopClient<T> {
 }
 
 /// Read what is already waiting on `io` into `buf` without waiting for more.
-async fn read_ready<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+/// An ended stream is an error.
+pub(crate) async fn read_ready<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     let mut scratch = [0u8; 512];
     let mut total = 0;
     loop {
@@ -392,7 +397,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopClient<T> {
                     other => skip(stats, other),
                 }
             }
-            let quiet_at = line.last_rx + timing.quiet;
+            // Half a frame in hand means someone is still talking (or
+            // stalled mid-frame): the line is not quiet until the frame ends
+            // or is given up.
+            let quiet = if line.buf.is_empty() {
+                timing.quiet
+            } else {
+                timing.quiet.max(FRAME_GAP)
+            };
+            let quiet_at = line.last_rx + quiet;
             let now = Instant::now();
             if now >= quiet_at {
                 break;
@@ -666,6 +679,32 @@ mod tests {
         assert!(heard_at >= started + Duration::from_millis(22));
         let s = c.stats();
         assert_eq!((s.requests, s.sends, s.foreign_frames), (1, 1, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_stalled_mid_frame_is_not_talked_over() {
+        let (mut c, mut p) = line();
+        let peer = tokio::spawn(async move {
+            // the keypad's request to board 1 for rooms 1..=8, stalled 15 ms after 3 bytes
+            let wire = [0x01, 0x01, 0x82, 0x01, 0x08, 0x0B];
+            p.io.write_all(&wire[..3]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            p.io.write_all(&wire[3..]).await.unwrap();
+            let done = Instant::now();
+            let req = p.request().await;
+            let heard_at = Instant::now();
+            assert_eq!(req.device, 2);
+            p.reply(2, &outputs(1)).await;
+            (done, heard_at, p)
+        });
+        assert_eq!(c.read_outputs(2).await.unwrap().on, 1);
+        let (done, heard_at, _p) = peer.await.unwrap();
+        assert!(
+            heard_at >= done + QUIET_BEFORE_SEND,
+            "{:?}",
+            heard_at - done
+        );
+        assert_eq!(c.stats().foreign_frames, 1, "the keypad frame was whole");
     }
 
     #[tokio::test(start_paused = true)]
