@@ -46,6 +46,10 @@ use crate::{
     tomlfile::{self, TomlFileError},
 };
 
+mod ouman;
+
+pub use self::ouman::OUMAN_DEFAULT_BAUD;
+
 /// The placeholder secret of the example config; `run` refuses it.
 pub const PLACEHOLDER_SECRET: &str = "CHANGE-ME";
 /// Poll interval when a device does not set `poll_interval_ms`.
@@ -132,18 +136,57 @@ pub enum Transport {
         /// `host:port`, resolved at each connect.
         address: String,
     },
+    /// The Ouman EH-203 native protocol to one controller (`kind = "ouman"`).
+    Ouman(OumanLink),
+    /// A serial line where a PLC is the Modbus master and the agent answers
+    /// as a slave (`kind = "modbus_slave"`): served, not polled.
+    ModbusSlave(SlaveLine),
     /// POP room-heating boards and their keypads on a serial bus
-    /// (default 9600 8N1).
+    /// (`kind = "pop"`, default 9600 8N1).
     Pop(SerialSettings),
+}
+
+/// How an Ouman controller's RS-232 port is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OumanLink {
+    /// A local serial port (default 4800 baud 8N1).
+    Serial(SerialSettings),
+    /// An RS-232-to-Ethernet serial server passing raw bytes, `host:port`.
+    Tcp {
+        /// `host:port`, resolved at each connect.
+        address: String,
+    },
+}
+
+/// The line of a `modbus_slave` bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveLine {
+    /// Port and character format (default 19200 8E1, Serial Line V1.02 §2.5.1).
+    pub serial: SerialSettings,
+    /// RTU or ASCII frames.
+    pub framing: SlaveFraming,
+}
+
+/// Frame format on a `modbus_slave` line (`framing = "rtu" | "ascii"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaveFraming {
+    /// Modbus RTU (the default).
+    #[default]
+    Rtu,
+    /// Modbus ASCII (default 7E1).
+    Ascii,
 }
 
 impl Transport {
     /// Whether devices with a profile in `protocol` can hang on this bus.
     pub fn speaks(&self, protocol: Protocol) -> bool {
         match self {
-            Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
-                protocol == Protocol::Modbus
-            }
+            Transport::Rtu(_)
+            | Transport::Ascii(_)
+            | Transport::Tcp { .. }
+            | Transport::ModbusSlave(_) => protocol == Protocol::Modbus,
+            Transport::Ouman(_) => protocol == Protocol::OumanSerial,
             Transport::Pop(_) => protocol == Protocol::Pop,
         }
     }
@@ -164,8 +207,10 @@ pub struct SerialSettings {
     pub stop_bits: StopBits,
 }
 
-/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even is the default,
-/// and "none" should come with two stop bits, but many devices ship 8N1.
+/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even parity is the
+/// required default (8E1 for RTU, 7E1 for ASCII), so a serial bus without a
+/// `parity` key uses even. "none" should come with two stop bits, but many
+/// devices ship 8N1: such buses set `parity = "none"` (and `stop_bits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
@@ -204,7 +249,8 @@ pub struct DeviceConfig {
     pub label: Option<String>,
     /// Name of the bus it hangs on.
     pub bus: String,
-    /// Modbus unit (slave) id; on a `pop` bus the board number.
+    /// Modbus unit (slave) id; 0 on an `ouman` bus (point to point, no
+    /// address); on a `pop` bus the board number.
     pub unit_id: u8,
     /// Id of the profile it uses.
     pub profile_id: String,
@@ -306,6 +352,8 @@ enum BusKind {
     Rtu,
     Ascii,
     Tcp,
+    Ouman,
+    ModbusSlave,
     Pop,
 }
 
@@ -322,6 +370,7 @@ struct RawBus {
     address: Option<Spanned<String>>,
     timeout_ms: Option<Spanned<u64>>,
     max_gap: Option<u16>,
+    framing: Option<SlaveFraming>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,7 +379,7 @@ struct RawDevice {
     key: Spanned<String>,
     label: Option<String>,
     bus: Spanned<String>,
-    unit_id: Spanned<i64>,
+    unit_id: Option<Spanned<i64>>,
     profile: Spanned<String>,
     poll_interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -363,7 +412,29 @@ impl Validator<'_> {
         let mut devices: Vec<DeviceConfig> = Vec::new();
         for (i, d) in raw.device.into_iter().enumerate() {
             let key_span = d.get_ref().key.span();
-            let dev = self.device(i, d.into_inner(), &buses)?;
+            let span = d.span();
+            let unit_span = d
+                .get_ref()
+                .unit_id
+                .as_ref()
+                .map_or(span.clone(), |u| u.span());
+            let dev = self.device(i, span, d.into_inner(), &buses)?;
+            let slave_bus = buses
+                .iter()
+                .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)));
+            if let Some(other) = devices
+                .iter()
+                .find(|x| slave_bus && x.bus == dev.bus && x.unit_id == dev.unit_id)
+            {
+                return self.err(
+                    unit_span,
+                    format!("device[{i}].unit_id"),
+                    format!(
+                        "the agent already answers unit {} on bus `{}` for device `{}`",
+                        dev.unit_id, dev.bus, other.key
+                    ),
+                );
+            }
             if devices.iter().any(|x| x.key == dev.key) {
                 return self.err(
                     key_span,
@@ -519,7 +590,29 @@ impl Validator<'_> {
             }
             Some(t) => Duration::from_millis(*t.get_ref()),
         };
+        if raw.kind == BusKind::ModbusSlave {
+            // The master paces a slave line; our requests and timeouts do not exist there.
+            for (field, present) in [
+                ("timeout_ms", raw.timeout_ms.is_some()),
+                ("max_gap", raw.max_gap.is_some()),
+            ] {
+                if present {
+                    return self.err(
+                        span,
+                        key(field),
+                        "does not apply to a `modbus_slave` bus: the PLC master paces it",
+                    );
+                }
+            }
+        } else if raw.framing.is_some() {
+            return self.err(
+                span,
+                key("framing"),
+                "only applies to `kind = \"modbus_slave\"` buses (rtu and ascii buses are named by kind)",
+            );
+        }
         let transport = match raw.kind {
+            BusKind::Ouman => self.ouman_transport(i, span, &raw)?,
             BusKind::Tcp => {
                 for (field, present) in [
                     ("path", raw.path.is_some()),
@@ -532,7 +625,7 @@ impl Validator<'_> {
                         return self.err(
                             span,
                             key(field),
-                            "only applies to serial (`kind = \"rtu\"`, `\"ascii\"` or `\"pop\"`) buses",
+                            "only applies to serial (`kind = \"rtu\"`, `\"ascii\"`, `\"modbus_slave\"` or `\"pop\"`) buses",
                         );
                     }
                 }
@@ -558,9 +651,12 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu | BusKind::Ascii | BusKind::Pop => {
+            BusKind::Rtu | BusKind::Ascii | BusKind::ModbusSlave | BusKind::Pop => {
                 // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
-                let ascii = raw.kind == BusKind::Ascii;
+                let slave = raw.kind == BusKind::ModbusSlave;
+                let pop = raw.kind == BusKind::Pop;
+                let framing = raw.framing.unwrap_or_default();
+                let ascii = raw.kind == BusKind::Ascii || (slave && framing == SlaveFraming::Ascii);
                 if let Some(a) = &raw.address {
                     return self.err(
                         a.span(),
@@ -572,10 +668,12 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         key("path"),
-                        "missing: a serial (rtu, ascii or pop) bus needs the serial port `path`",
+                        "missing: a serial (rtu, ascii, modbus_slave or pop) bus needs the serial port `path`",
                     );
                 };
                 let baud = match raw.baud {
+                    // Serial Line V1.02 §2.5.1: 19200 is the default rate.
+                    None if slave => 19_200,
                     None => 9600,
                     Some(b) if *b.get_ref() == 0 => {
                         return self.err(b.span(), key("baud"), "baud must be above 0");
@@ -608,16 +706,26 @@ impl Validator<'_> {
                 let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
+                    // Serial Line V1.02 §2.5.1 (RTU) and §2.5.2 (ASCII): even
+                    // parity is the default both modes must support. POP: 8N1
+                    // [chosen] (pop-protocol.md).
                     parity: raw
                         .parity
-                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
+                        .unwrap_or(if pop { Parity::None } else { Parity::Even }),
                     data_bits,
                     stop_bits,
                 };
-                match raw.kind {
-                    BusKind::Ascii => Transport::Ascii(settings),
-                    BusKind::Pop => Transport::Pop(settings),
-                    _ => Transport::Rtu(settings),
+                if slave {
+                    Transport::ModbusSlave(SlaveLine {
+                        serial: settings,
+                        framing,
+                    })
+                } else if pop {
+                    Transport::Pop(settings)
+                } else if ascii {
+                    Transport::Ascii(settings)
+                } else {
+                    Transport::Rtu(settings)
                 }
             }
         };
@@ -632,6 +740,7 @@ impl Validator<'_> {
     fn device(
         &self,
         i: usize,
+        span: std::ops::Range<usize>,
         raw: RawDevice,
         buses: &[BusConfig],
     ) -> Result<DeviceConfig, ConfigError> {
@@ -652,18 +761,30 @@ impl Validator<'_> {
                 ),
             );
         };
-        let unit = *raw.unit_id.get_ref();
+        let (unit, unit_span) = match (&bus.transport, &raw.unit_id) {
+            (Transport::Ouman(_), u) => (self.ouman_unit_id(i, u)?, span.clone()),
+            (_, Some(u)) => (*u.get_ref(), u.span()),
+            (_, None) => {
+                return self.err(
+                    span,
+                    key("unit_id"),
+                    format!("missing: a device on bus `{}` needs `unit_id`", bus.name),
+                );
+            }
+        };
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
-            Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
+            Transport::Rtu(_) | Transport::Ascii(_) | Transport::ModbusSlave(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
+            // `ouman_unit_id` answered 0 for it: the link has no address.
+            Transport::Ouman(_) => 0..=0,
             // POP: the board number, 0..=255 (pop-protocol.md, "Frame").
             Transport::Pop(_) => 0..=255,
         };
         if !unit_range.contains(&unit) {
             return self.err(
-                raw.unit_id.span(),
+                unit_span,
                 key("unit_id"),
                 format!(
                     "unit_id {unit} is outside {}..={} for a {} bus",
@@ -673,6 +794,8 @@ impl Validator<'_> {
                         Transport::Rtu(_) => "rtu",
                         Transport::Ascii(_) => "ascii",
                         Transport::Tcp { .. } => "tcp",
+                        Transport::Ouman(_) => "ouman",
+                        Transport::ModbusSlave(_) => "modbus_slave",
                         Transport::Pop(_) => "pop",
                     }
                 ),
@@ -719,6 +842,12 @@ impl Validator<'_> {
                 );
             }
             points.push(point);
+        }
+        let on_slave_bus = matches!(bus.transport, Transport::ModbusSlave(_));
+        if let Err(msg) =
+            crate::devices::slave::check_points(&dev_key, on_slave_bus, &points, poll_interval)
+        {
+            return self.err(raw.profile.span(), key("profile"), msg);
         }
         Ok(DeviceConfig {
             key: dev_key,
@@ -904,6 +1033,26 @@ poll_interval_ms = 5000
         assert!(err.to_string().contains("when_full"), "{err}");
         let err = invalid(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
         assert_eq!(err.key, "metrics.listen");
+    }
+
+    #[test]
+    fn an_rtu_bus_defaults_to_8e1_as_the_serial_line_spec_requires() {
+        let bare = GOOD.replace("parity = \"even\"\ndata_bits = 8\nstop_bits = 1\n", "");
+        let cfg = load(&bare).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        // Serial Line V1.02 §2.5.1: 8 data bits, even parity, 1 stop bit.
+        assert_eq!(
+            (s.parity, s.data_bits, s.stop_bits),
+            (Parity::Even, DataBits::Eight, StopBits::One)
+        );
+        // An 8N1 device says so.
+        let cfg = load(&GOOD.replace("parity = \"even\"", "parity = \"none\"")).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        assert_eq!((s.parity, s.stop_bits), (Parity::None, StopBits::One));
     }
 
     #[test]
@@ -1137,7 +1286,7 @@ profile = \"pop_board\"
         let text = point("field = \"room_temp\"\nindex = 9\naddress = 3");
         let err = invalid(&text);
         assert_eq!(err.key, "device[1].point[0].address");
-        assert_eq!(err.message, "`address` does not apply to a pop point");
+        assert_eq!(err.message, "`address` does not apply to pop points");
         assert_eq!(err.line, line_of(&text, "[[device.point]]"));
         let err = invalid(&point("field = \"room_temp\""));
         assert_eq!(

@@ -23,7 +23,9 @@ use agent::{
         message::{ClockEntry, OutputCommand, SetpointKind, Tenths},
     },
     metrics::Metrics,
-    poller::{BusDriver as _, PollEvent, PollOutcome, PolledDevice, run_bus},
+    poller::{
+        BusDriver as _, BusHandle, PollEvent, PollOutcome, PolledDevice, WriteError, run_bus,
+    },
     sim::pop::{PopBusSim, PopFault, PopSimOptions},
 };
 use common::{AGENT_ID, PtyPair, WAIT, socat_pair, within};
@@ -121,7 +123,7 @@ async fn setpoints_outputs_and_clock_entries_written_reach_the_board() {
     let (pty, sim) = bus(PopSimOptions::default()).await;
     let cfg = config(&pty.b, &[2], 1000);
     let mut driver = PopDriver::new(client(&cfg));
-    let dev = PolledDevice::new(&driver, &cfg.devices[0]);
+    let dev = PolledDevice::for_driver(&driver, &cfg.devices[0]);
     let point = |k: &str| dev.points.iter().find(|p| p.key == k).unwrap().clone();
 
     // room 3 floor setpoint 22.5 °C, read back by the driver and by the test
@@ -140,15 +142,19 @@ async fn setpoints_outputs_and_clock_entries_written_reach_the_board() {
 
     // off the 0.1 °C grid, outside the setpoint range, a measurement: refused unsent
     let sends = driver.client().stats().sends;
-    for (key, value) in [
-        ("room_3_floor_setpoint", 22.55),
-        ("room_3_floor_setpoint", 80.0),
-        ("room_3_temp", 20.0),
-        ("output_4", 0.5),
+    for (key, value, expect) in [
+        ("room_3_floor_setpoint", 22.55, "not a multiple of 0.1 °C"),
+        ("room_3_floor_setpoint", 80.0, "setpoints are 0.0..=45.0 °C"),
+        ("output_4", 0.5, "an output takes 1 (on) or 0 (off)"),
     ] {
         let err = driver.write(&dev, &point(key), value).await.unwrap_err();
-        assert!(!err.to_string().is_empty(), "{key} = {value}");
+        assert!(
+            matches!(&err, WriteError::Encode { reason, .. } if reason.contains(expect)),
+            "{key} = {value}: {err}"
+        );
     }
+    let err = driver.write(&dev, &point("room_3_temp"), 20.0).await;
+    assert_eq!(err, Err(WriteError::NotWritable("room_3_temp".into())));
     assert_eq!(driver.client().stats().sends, sends, "nothing was sent");
 
     // output 4 on by hand, then back to its clock table (empty: off)
@@ -261,26 +267,40 @@ async fn next_readings(rx: &mut mpsc::Receiver<PollEvent>, device: &str) -> Vec<
     .unwrap_or_else(|_| panic!("no readings from {device}"))
 }
 
-fn spawn_poller(
-    cfg: &AgentConfig,
-    driver: PopDriver,
-    devices: Vec<DeviceConfig>,
-) -> (
-    mpsc::Receiver<PollEvent>,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::channel(1024);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(run_bus(
-        cfg.buses[0].name.clone(),
-        driver,
-        devices,
-        tx,
-        cancel.clone(),
-        Arc::new(Metrics::default()),
-    ));
-    (rx, cancel, task)
+struct Poller {
+    rx: mpsc::Receiver<PollEvent>,
+    writes: BusHandle,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Poller {
+    fn spawn(cfg: &AgentConfig, driver: PopDriver, devices: Vec<DeviceConfig>) -> Poller {
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let bus = cfg.buses[0].name.clone();
+        let (writes, commands) = BusHandle::new(&bus);
+        let task = tokio::spawn(run_bus(
+            bus,
+            driver,
+            devices,
+            tx,
+            commands,
+            cancel.clone(),
+            Arc::new(Metrics::default()),
+        ));
+        Poller {
+            rx,
+            writes,
+            cancel,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,23 +314,29 @@ async fn a_board_powered_on_again_resumes_online_through_the_poller() {
         ..PopTiming::default()
     };
     let driver = PopDriver::new(client(&cfg).with_timing(timing));
-    let (mut rx, cancel, task) = spawn_poller(&cfg, driver, cfg.devices.clone());
+    let mut p = Poller::spawn(&cfg, driver, cfg.devices.clone());
 
-    let err = next_status(&mut rx, "board2", false).await;
+    let err = next_status(&mut p.rx, "board2", false).await;
     assert!(
         err.contains("device connection error: board 2 did not answer 5 attempts"),
         "{err}"
     );
-    let r = next_readings(&mut rx, "board1").await;
+    let r = next_readings(&mut p.rx, "board1").await;
     assert_eq!(
         r.len(),
         8 * 3 + 6 * 2 + 3,
         "board 1 is read in full meanwhile"
     );
+    // A write to the silent board fails as a link fault, not silently.
+    let err = p
+        .writes
+        .write("board2", "room_1_floor_setpoint", 23.4)
+        .await;
+    assert!(matches!(err, Err(WriteError::Transport(_))), "{err:?}");
 
     sim.set_powered(2, true);
-    assert_eq!(next_status(&mut rx, "board2", true).await, "");
-    let r = next_readings(&mut rx, "board2").await;
+    assert_eq!(next_status(&mut p.rx, "board2", true).await, "");
+    let r = next_readings(&mut p.rx, "board2").await;
     let floor = r
         .iter()
         .find(|r| r.point == "room_1_floor_setpoint")
@@ -318,8 +344,13 @@ async fn a_board_powered_on_again_resumes_online_through_the_poller() {
     let model = sim.board(2).unwrap();
     assert_eq!(floor.value, model.rooms[0].floor.celsius());
     assert_eq!(floor.unit, "degC");
-    cancel.cancel();
-    task.await.unwrap();
+    // Through the bus's command queue, between polls: written and read back.
+    p.writes
+        .write("board2", "room_1_floor_setpoint", 23.4)
+        .await
+        .unwrap();
+    assert_eq!(sim.board(2).unwrap().rooms[0].floor, Tenths(234));
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +392,7 @@ async fn an_implausible_room_temperature_is_reported_not_stored() {
     let (pty, sim) = bus(PopSimOptions::default()).await;
     let cfg = config(&pty.b, &[1], 1000);
     let mut driver = PopDriver::new(client(&cfg));
-    let dev = PolledDevice::new(&driver, &cfg.devices[0]);
+    let dev = PolledDevice::for_driver(&driver, &cfg.devices[0]);
     sim.set_sensor_fault(1, 2, Some(Tenths(3000)));
 
     let (readings, outcome) = driver.poll(&dev).await;
@@ -420,8 +451,8 @@ async fn an_unplugged_adapter_is_reopened_by_itself() {
     let serving = sim.serve(open(&a));
     let cfg = config(&b, &[1], 200);
     let driver = PopDriver::new(client(&cfg));
-    let (mut rx, cancel, task) = spawn_poller(&cfg, driver, cfg.devices.clone());
-    next_status(&mut rx, "board1", true).await;
+    let mut p = Poller::spawn(&cfg, driver, cfg.devices.clone());
+    next_status(&mut p.rx, "board1", true).await;
 
     // Unplug: the device node vanishes (as udev removes the by-id link), then
     // the adapter. The links go first: socat cannot remove them when killed,
@@ -430,16 +461,15 @@ async fn an_unplugged_adapter_is_reopened_by_itself() {
     std::fs::remove_file(&a).unwrap();
     socat.kill().await.unwrap();
     let _ = within("the simulator to lose its line", serving).await;
-    next_status(&mut rx, "board1", false).await;
+    next_status(&mut p.rx, "board1", false).await;
 
     // Plug back in under the same name; nobody restarts anything.
     let _socat = plug(&a, &b).await;
     let _serving = sim.serve(open(&a));
-    next_status(&mut rx, "board1", true).await;
-    let r = next_readings(&mut rx, "board1").await;
+    next_status(&mut p.rx, "board1", true).await;
+    let r = next_readings(&mut p.rx, "board1").await;
     assert!(r.iter().any(|r| r.point == "room_1_temp"));
-    cancel.cancel();
-    task.await.unwrap();
+    p.stop().await;
 }
 
 /// Send `n` reads of a clock table to board 1 and return the collisions and

@@ -10,6 +10,9 @@
 //! [`Eh203Sim::set_response_delay`]) let tests make the device stop answering
 //! and come back.
 //!
+//! [`OumanSim`] serves the same plant over the EH-203's native serial
+//! protocol ([`ouman`]), on a serial port or over TCP.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use agent::sim::{Eh203Sim, SimOptions, Alarm};
@@ -22,7 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bank;
 pub mod model;
+pub mod ouman;
+pub mod plc_master;
 pub mod pop;
 
 use std::{
@@ -43,6 +49,7 @@ use tracing::{debug, warn};
 
 use self::model::Model;
 pub use self::model::{Alarm, ModelOptions, PlantState};
+pub use self::ouman::OumanSim;
 use crate::registers::{
     DataType, Function, MAX_REGISTERS_PER_READ, Point,
     encode::{Encoded, encode_registers, merge_bit},

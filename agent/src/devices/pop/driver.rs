@@ -9,7 +9,8 @@
 //!
 //! Writes: setpoints in 0.1 °C steps, outputs on/off by hand, and
 //! `output_manual` = 0 to hand an output back to its clock table. Every
-//! write is read back and a board that reports something else is an error.
+//! write is read back: a board that reports another value is a
+//! [`WriteError::Mismatch`], a failed read-back [`WriteError::Unverified`].
 
 use protocol::{Quality, Reading};
 use time::OffsetDateTime;
@@ -145,7 +146,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopDriver<T> {
             .client
             .read_clock_table(board, output)
             .await
-            .map_err(transport)?;
+            .map_err(|e| WriteError::Unverified {
+                point: format!("board {board} output {output} clock slot {slot}"),
+                reason: e.to_string(),
+            })?;
         let kept = table
             .get(usize::from(slot.max(1) - 1))
             .copied()
@@ -184,21 +188,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopDriver<T> {
             .set_setpoint(board, spec.index, kind, tenths.celsius())
             .await
             .map_err(transport)?;
+        let unverified = |reason: String| WriteError::Unverified {
+            point: point.key.clone(),
+            reason,
+        };
         let rooms = self
             .client
             .read_rooms(board, spec.index, 1)
             .await
-            .map_err(transport)?;
-        let temp = spec.field.temp_kind();
+            .map_err(|e| unverified(e.to_string()))?;
         let now = rooms
             .first()
-            .zip(temp)
-            .map(|(r, k)| r.get(k).clone())
-            .map(|v| v.map_err(|e| e.to_string()));
+            .zip(spec.field.temp_kind())
+            .map(|(r, k)| r.get(k).clone());
         match now {
             Some(Ok(v)) if Tenths::from_celsius(v) == Ok(tenths) => Ok(()),
-            other => Err(WriteError::Refused(format!(
-                "board {board} room {} reads {other:?} after writing {value} °C",
+            Some(Ok(v)) => Err(WriteError::Mismatch {
+                point: point.key.clone(),
+                wrote: tenths.celsius(),
+                read_back: v,
+            }),
+            Some(Err(e)) => Err(unverified(e.to_string())),
+            None => Err(unverified(format!(
+                "board {board} sent no room {}",
                 spec.index
             ))),
         }
@@ -245,21 +257,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopDriver<T> {
             .set_output(board, spec.index, command)
             .await
             .map_err(transport)?;
-        let after = self.client.read_outputs(board).await.map_err(transport)?;
-        let (is_on, manual) = (after.is_on(spec.index), after.is_manual(spec.index));
-        let state_ok = match command {
-            OutputCommand::On => is_on == Some(true),
-            OutputCommand::Off => is_on == Some(false),
-            // Its clock table decides.
-            OutputCommand::Clock => is_on.is_some(),
+        let after = self
+            .client
+            .read_outputs(board)
+            .await
+            .map_err(|e| WriteError::Unverified {
+                point: point.key.clone(),
+                reason: e.to_string(),
+            })?;
+        let (Some(is_on), Some(manual)) = (after.is_on(spec.index), after.is_manual(spec.index))
+        else {
+            return Err(WriteError::Refused(format!(
+                "board {board} reports {} outputs, not {}",
+                after.count, spec.index
+            )));
         };
-        if state_ok && manual == Some(expect_manual) {
+        // What the point itself reads now, against what was written.
+        let read_back = match spec.field {
+            PopField::Output => is_on,
+            _ => manual,
+        };
+        // Back to the clock, its table decides the state; by hand it must be the one asked.
+        let state_ok = match command {
+            OutputCommand::On => is_on,
+            OutputCommand::Off => !is_on,
+            OutputCommand::Clock => true,
+        };
+        if state_ok && manual == expect_manual {
             Ok(())
         } else {
-            Err(WriteError::Refused(format!(
-                "board {board} output {} reads on = {is_on:?}, by hand = {manual:?} after {command:?}",
-                spec.index
-            )))
+            Err(WriteError::Mismatch {
+                point: point.key.clone(),
+                wrote: value,
+                read_back: b(read_back),
+            })
         }
     }
 }
@@ -365,10 +396,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> BusDriver for PopDriver<T> {
             )));
         };
         if !point.writable {
-            return Err(WriteError::Unsupported(format!(
-                "point `{}` is not writable",
-                point.key
-            )));
+            return Err(WriteError::NotWritable(point.key.clone()));
         }
         let board = dev.unit_id;
         match spec.field {
