@@ -94,6 +94,8 @@ pub enum SimDevice {
     /// A PLC master running a fixed request list every round against the
     /// agent's `modbus_slave` bus (reads the to_plc blocks, writes the from_plc ones).
     PlcMaster(PlcMasterArgs),
+    /// A bus of POP room-heating boards with a wall keypad polling them.
+    Pop(PopSimArgs),
 }
 
 /// Options of `simulate plc-master`.
@@ -133,6 +135,23 @@ fn parse_parity(s: &str) -> Result<crate::config::Parity, String> {
         "odd" => Ok(Parity::Odd),
         other => Err(format!("`{other}` is not none, even or odd")),
     }
+}
+
+/// Options of `simulate pop`.
+#[derive(Debug, Args)]
+pub struct PopSimArgs {
+    /// The serial port (or pty) that is the bus.
+    #[arg(long)]
+    pub serial: PathBuf,
+    /// Boards on the bus, numbered 1..=N.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    pub boards: u8,
+    /// No wall keypad: the line is quiet apart from the agent's requests.
+    #[arg(long)]
+    pub no_keypad: bool,
+    /// Line speed (8N1).
+    #[arg(long, default_value_t = crate::devices::pop::DEFAULT_BAUD)]
+    pub baud: u32,
 }
 
 /// Options of `simulate eh203`.
@@ -223,6 +242,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate {
             device: SimDevice::PlcMaster(args),
         } => simulate_plc_master(args).await,
+        Command::Simulate {
+            device: SimDevice::Pop(args),
+        } => simulate_pop(args).await,
     }
 }
 
@@ -254,12 +276,12 @@ pub fn describe(cfg: &AgentConfig) -> String {
                 l.serial.data_bits,
                 l.serial.stop_bits
             ),
-            Transport::Rtu(r) | Transport::Ascii(r) => format!(
+            Transport::Rtu(r) | Transport::Ascii(r) | Transport::Pop(r) => format!(
                 "{} {} {} baud {:?} parity, {:?} data bits, {:?} stop bits",
-                if matches!(bus.transport, Transport::Ascii(_)) {
-                    "ascii"
-                } else {
-                    "rtu"
+                match bus.transport {
+                    Transport::Ascii(_) => "ascii",
+                    Transport::Pop(_) => "pop",
+                    _ => "rtu",
                 },
                 r.path,
                 r.baud,
@@ -457,6 +479,43 @@ async fn simulate_plc_master(args: PlcMasterArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn simulate_pop(args: PopSimArgs) -> anyhow::Result<()> {
+    use crate::sim::pop::{PopBusSim, PopSimOptions};
+    if args.baud == 0 {
+        anyhow::bail!("--baud must be above 0");
+    }
+    let opts = PopSimOptions {
+        boards: (1..=args.boards).collect(),
+        keypad: !args.no_keypad,
+        baud: args.baud,
+        ..PopSimOptions::default()
+    };
+    let sim = PopBusSim::new(opts);
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(
+        args.serial.to_string_lossy(),
+        args.baud,
+    ))
+    .with_context(|| format!("opening {}", args.serial.display()))?;
+    println!(
+        "READY pop simulator: {} {} 8N1, boards 1..={}, keypad {}",
+        args.serial.display(),
+        args.baud,
+        args.boards,
+        if args.no_keypad { "off" } else { "on" }
+    );
+    let server = sim.serve(port);
+    let result = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        res = server => res.context("simulator task")?.context("simulated line"),
+    };
+    let s = sim.stats();
+    println!(
+        "pop simulator: served {} requests, {} collisions, keypad polls {}",
+        s.served, s.collisions, s.keypad_polls
+    );
+    result
 }
 
 /// Completes on Ctrl-C or SIGTERM (what systemd sends).

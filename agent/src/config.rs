@@ -143,6 +143,9 @@ pub enum Transport {
     /// A serial line where a PLC is the Modbus master and the agent answers
     /// as a slave (`kind = "modbus_slave"`): served, not polled.
     ModbusSlave(SlaveLine),
+    /// POP room-heating boards and their keypads on a serial bus
+    /// (`kind = "pop"`, default 9600 8N1).
+    Pop(SerialSettings),
 }
 
 /// How an Ouman controller's RS-232 port is reached.
@@ -186,6 +189,7 @@ impl Transport {
             | Transport::Tcp { .. }
             | Transport::ModbusSlave(_) => protocol == Protocol::Modbus,
             Transport::Ouman(_) => protocol == Protocol::OumanSerial,
+            Transport::Pop(_) => protocol == Protocol::Pop,
         }
     }
 }
@@ -247,7 +251,8 @@ pub struct DeviceConfig {
     pub label: Option<String>,
     /// Name of the bus it hangs on.
     pub bus: String,
-    /// Modbus unit (slave) id; 0 on an `ouman` bus (point to point, no address).
+    /// Modbus unit (slave) id; 0 on an `ouman` bus (point to point, no
+    /// address); on a `pop` bus the board number.
     pub unit_id: u8,
     /// Id of the profile it uses.
     pub profile_id: String,
@@ -356,6 +361,7 @@ enum BusKind {
     Tcp,
     Ouman,
     ModbusSlave,
+    Pop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -585,6 +591,8 @@ impl Validator<'_> {
             return self.err(raw.name.span(), key("name"), "a bus needs a name");
         }
         let timeout = match &raw.timeout_ms {
+            // POP boards answer within 200 ms or not at all (then resent).
+            None if raw.kind == BusKind::Pop => crate::devices::pop::REPLY_TIMEOUT,
             None => DEFAULT_TIMEOUT,
             Some(t) if *t.get_ref() == 0 => {
                 return self.err(t.span(), key("timeout_ms"), "timeout_ms must be above 0");
@@ -626,7 +634,7 @@ impl Validator<'_> {
                         return self.err(
                             span,
                             key(field),
-                            "only applies to serial (`kind = \"rtu\"` or `\"ascii\"`) buses",
+                            "only applies to serial (`kind = \"rtu\"`, `\"ascii\"`, `\"modbus_slave\"` or `\"pop\"`) buses",
                         );
                     }
                 }
@@ -652,9 +660,10 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu | BusKind::Ascii | BusKind::ModbusSlave => {
+            BusKind::Rtu | BusKind::Ascii | BusKind::ModbusSlave | BusKind::Pop => {
                 // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
                 let slave = raw.kind == BusKind::ModbusSlave;
+                let pop = raw.kind == BusKind::Pop;
                 let framing = raw.framing.unwrap_or_default();
                 let ascii = raw.kind == BusKind::Ascii || (slave && framing == SlaveFraming::Ascii);
                 if let Some(a) = &raw.address {
@@ -668,7 +677,7 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         key("path"),
-                        "missing: a serial (rtu or ascii) bus needs the serial port `path`",
+                        "missing: a serial (rtu, ascii, modbus_slave or pop) bus needs the serial port `path`",
                     );
                 };
                 let baud = match raw.baud {
@@ -707,8 +716,11 @@ impl Validator<'_> {
                     path: path.into_inner(),
                     baud,
                     // Serial Line V1.02 §2.5.1 (RTU) and §2.5.2 (ASCII): even
-                    // parity is the default both modes must support.
-                    parity: raw.parity.unwrap_or(Parity::Even),
+                    // parity is the default both modes must support. POP: 8N1
+                    // [chosen] (pop-protocol.md).
+                    parity: raw
+                        .parity
+                        .unwrap_or(if pop { Parity::None } else { Parity::Even }),
                     data_bits,
                     stop_bits,
                 };
@@ -717,6 +729,8 @@ impl Validator<'_> {
                         serial: settings,
                         framing,
                     })
+                } else if pop {
+                    Transport::Pop(settings)
                 } else if ascii {
                     Transport::Ascii(settings)
                 } else {
@@ -774,6 +788,8 @@ impl Validator<'_> {
             Transport::Tcp { .. } => 0..=255,
             // `ouman_unit_id` answered 0 for it: the link has no address.
             Transport::Ouman(_) => 0..=0,
+            // POP: the board number, 0..=255 (pop-protocol.md, "Frame").
+            Transport::Pop(_) => 0..=255,
         };
         if !unit_range.contains(&unit) {
             return self.err(
@@ -789,6 +805,7 @@ impl Validator<'_> {
                         Transport::Tcp { .. } => "tcp",
                         Transport::Ouman(_) => "ouman",
                         Transport::ModbusSlave(_) => "modbus_slave",
+                        Transport::Pop(_) => "pop",
                     }
                 ),
             );
@@ -1176,6 +1193,124 @@ poll_interval_ms = 5000
         let text = GOOD.replace("\"ouman_eh203_modbus200\"", "\"./mine.toml\"");
         let cfg = AgentConfig::from_toml("agent.toml", &text, dir.path()).unwrap();
         assert_eq!(cfg.devices[0].profile_id, "mine");
+    }
+
+    const POP: &str = "
+[[bus]]
+name = \"heating\"
+kind = \"pop\"
+path = \"/dev/ttyUSB1\"
+
+[[device]]
+key = \"board0\"
+bus = \"heating\"
+unit_id = 0
+profile = \"pop_board\"
+";
+
+    /// 1-based line of `text` where `needle` first appears.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn a_pop_bus_defaults_to_9600_8n1_with_200_ms_replies_and_takes_boards_0_to_255() {
+        let text = format!("{GOOD}{POP}");
+        let cfg = load(&text).unwrap();
+        let bus = &cfg.buses[2];
+        let Transport::Pop(s) = &bus.transport else {
+            panic!("a pop transport")
+        };
+        assert_eq!(
+            (s.path.as_str(), s.baud, s.parity, s.data_bits, s.stop_bits),
+            (
+                "/dev/ttyUSB1",
+                9600,
+                Parity::None,
+                DataBits::Eight,
+                StopBits::One
+            )
+        );
+        assert_eq!(bus.timeout, Duration::from_millis(200));
+        assert!(bus.transport.speaks(Protocol::Pop) && !bus.transport.speaks(Protocol::Modbus));
+        let dev = &cfg.devices[1];
+        assert_eq!((dev.unit_id, dev.profile_id.as_str()), (0, "pop_board"));
+        assert_eq!(cfg.catalogue()[1].points.len(), 8 * 3 + 6 * 2 + 3);
+        // every serial key is honoured; 255 is a board number too
+        let tuned = text
+            .replace(
+                "path = \"/dev/ttyUSB1\"",
+                "path = \"/dev/ttyUSB1\"\nbaud = 19200\nstop_bits = 2\ntimeout_ms = 300",
+            )
+            .replace("unit_id = 0", "unit_id = 255");
+        let cfg = load(&tuned).unwrap();
+        let Transport::Pop(s) = &cfg.buses[2].transport else {
+            panic!()
+        };
+        assert_eq!((s.baud, s.stop_bits), (19200, StopBits::Two));
+        assert_eq!(cfg.buses[2].timeout, Duration::from_millis(300));
+        assert_eq!(cfg.devices[1].unit_id, 255);
+        let err = invalid(&text.replace("unit_id = 0", "unit_id = 256"));
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("device[1].unit_id", line_of(&text, "unit_id = 0"))
+        );
+        assert!(err.message.contains("0..=255 for a pop bus"), "{err}");
+        let err = invalid(&text.replace(
+            "kind = \"pop\"",
+            "kind = \"pop\"\naddress = \"10.0.0.1:502\"",
+        ));
+        assert_eq!(err.key, "bus[2].address");
+    }
+
+    #[test]
+    fn a_profile_must_speak_its_bus_protocol() {
+        let text = format!("{GOOD}{POP}");
+        let err = invalid(&text.replace("profile = \"pop_board\"", "profile = \"generic_modbus\""));
+        assert_eq!(err.key, "device[1].profile");
+        assert_eq!(
+            err.message,
+            "profile `generic_modbus` is a modbus profile; bus `heating` does not speak modbus"
+        );
+        let err = invalid(&GOOD.replace("\"ouman_eh203_modbus200\"", "\"pop_board\""));
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("device[0].profile", line_of(GOOD, "profile = "))
+        );
+        assert!(
+            err.message
+                .contains("is a pop profile; bus `rs485` does not speak pop"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inline_pop_points_are_checked_with_their_line_and_key() {
+        let base = format!("{GOOD}{POP}");
+        let point =
+            |body: &str| format!("{base}\n[[device.point]]\nname = \"room_9_temp\"\n{body}\n");
+        let cfg = load(&point("field = \"room_temp\"\nindex = 9\nunit = \"degC\"")).unwrap();
+        let p = cfg.devices[1].points.last().unwrap();
+        assert_eq!(p.spec.describe(), "pop room_temp 9");
+        let text = point("field = \"room_temp\"\nindex = 9\naddress = 3");
+        let err = invalid(&text);
+        assert_eq!(err.key, "device[1].point[0].address");
+        assert_eq!(err.message, "`address` does not apply to pop points");
+        assert_eq!(err.line, line_of(&text, "[[device.point]]"));
+        let err = invalid(&point("field = \"room_temp\""));
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            (
+                "device[1].point[0].index",
+                "missing: a pop point needs `index`"
+            )
+        );
+        let err = invalid(&point("field = \"output\"\nindex = 17"));
+        assert_eq!(err.key, "device[1].point[0].index");
+        let err = invalid(&point("field = \"humidity\"\nindex = 1"));
+        assert!(err.message.contains("unknown variant `humidity`"), "{err}");
+        let err = invalid(&point("field = \"room_temp\"\nindex = 1\nscale = 0.1"));
+        assert_eq!(err.key, "device[1].point[0].scale");
     }
 
     #[test]

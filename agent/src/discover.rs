@@ -2,14 +2,19 @@
 //! starts from a config snippet instead of a blank file.
 //!
 //! Per port, least intrusive first:
-//! 1. **Listen** for Modbus RTU traffic that someone else (a PLC master) is
-//!    already running: CRC-valid frames. A bus with a master must not be
-//!    probed — our requests would collide with its — so the port is reported
-//!    as a slave-mode candidate and left alone.
+//! 1. **Listen** to the line. POP frames (valid XOR checksums: wall keypads
+//!    poll the room-heating boards all the time) make it a POP bus, and the
+//!    boards they address are the devices. CRC-valid Modbus RTU frames mean
+//!    someone else (a PLC master) runs the line: it must not be probed — our
+//!    requests would collide with its — so the port is reported as a
+//!    slave-mode candidate and left alone.
 //! 2. **Ask an Ouman controller** (EH-203 native protocol, RS-232, 4800 8N1)
 //!    for its device-information block (data ID 1): model, firmware, serial.
 //!    That link is point to point, so an answer ends the port's scan.
-//! 3. **Probe** Modbus RTU at common speeds and parities: read one holding
+//! 3. **Ask for POP boards** (a quiet POP bus has no keypad): read the
+//!    outputs of each board number in the unit range, one attempt each, with
+//!    the POP client's bus manners.
+//! 4. **Probe** Modbus RTU at common speeds and parities: read one holding
 //!    register of each unit in the range. Any answer, even a Modbus exception,
 //!    proves a device at that address; silence does not disprove one (a
 //!    device may only answer its own registers), hence the wide unit range
@@ -28,6 +33,7 @@ use std::{
 };
 
 use tokio::io::AsyncReadExt as _;
+use tokio_util::bytes::BytesMut;
 
 use crate::{
     config::{BusConfig, DataBits, OumanLink, Parity, SerialSettings, StopBits, Transport},
@@ -38,6 +44,7 @@ use crate::{
             OumanClient,
             codec::{DEVICE_INFO_ID, DeviceInfo},
         },
+        pop::{self, PopClient, PopTiming, codec::PopCodec},
     },
 };
 
@@ -103,6 +110,15 @@ pub enum Finding {
         unit: u8,
         /// "register 0 = 1234" or the exception it gave.
         answer: String,
+    },
+    /// POP room-heating boards.
+    PopBus {
+        /// Port path.
+        port: String,
+        /// Board numbers seen in keypad traffic or answering our probe.
+        boards: BTreeSet<u8>,
+        /// How they were found: "keypad traffic" or "probe".
+        how: &'static str,
     },
     /// Someone is already mastering this bus.
     ModbusMaster {
@@ -248,10 +264,15 @@ pub async fn discover(opts: &Options, mut progress: impl FnMut(&str)) -> Vec<Fin
     let mut found = Vec::new();
     for port in ports {
         progress(&format!(
-            "{port}: listening {:?} for Modbus traffic",
+            "{port}: listening {:?} for POP keypads and Modbus traffic",
             opts.listen
         ));
-        match listen_for_master(&port, opts).await {
+        match listen(&port, opts).await {
+            Ok(Some(Finding::PopBus { port, boards, how })) => {
+                progress(&format!("{port}: POP keypad traffic to boards {boards:?}"));
+                found.push(Finding::PopBus { port, boards, how });
+                continue;
+            }
             Ok(Some(master)) => {
                 progress(&format!(
                     "{port}: a Modbus master is active; not probing this bus"
@@ -278,6 +299,21 @@ pub async fn discover(opts: &Options, mut progress: impl FnMut(&str)) -> Vec<Fin
             found.push(Finding::Ouman { port, info });
             continue;
         }
+        progress(&format!(
+            "{port}: asking for POP boards 0, {}..={}",
+            opts.units.start(),
+            opts.units.end()
+        ));
+        let boards = probe_pop(&port, opts).await;
+        if !boards.is_empty() {
+            progress(&format!("{port}: POP boards {boards:?} answer"));
+            found.push(Finding::PopBus {
+                port,
+                boards,
+                how: "probe",
+            });
+            continue;
+        }
         found.extend(probe_rtu(&port, opts, &mut progress).await);
     }
     found
@@ -297,23 +333,62 @@ async fn probe_ouman(port: &str, opts: &Options) -> Option<DeviceInfo> {
     DeviceInfo::decode(&data)
 }
 
-async fn listen_for_master(port: &str, opts: &Options) -> std::io::Result<Option<Finding>> {
+/// POP frames with valid checksums in the captured chunks: the board
+/// numbers they carry and how many there were.
+pub fn pop_frames(chunks: &[Vec<u8>]) -> (BTreeSet<u8>, usize) {
+    let mut boards = BTreeSet::new();
+    let mut n = 0;
+    for chunk in chunks {
+        let mut buf = BytesMut::from(chunk.as_slice());
+        while !buf.is_empty() {
+            match PopCodec.decode_idle(&mut buf) {
+                Ok(Some(frame)) => {
+                    boards.insert(frame.device);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    }
+    (boards, n)
+}
+
+/// Listen to the line: a POP bus, a Modbus master, or nothing heard.
+async fn listen(port: &str, opts: &Options) -> std::io::Result<Option<Finding>> {
     if opts.listen.is_zero() {
         return Ok(None);
     }
-    // A silent line has no master. Traffic at a wrong speed or parity fails
-    // the CRC, so when bytes come but no valid frame, try the next setting.
+    // POP's line (9600 8N1) first; then the Modbus settings. A silent line
+    // has no master. Traffic at a wrong speed or parity fails the checks, so
+    // when bytes come but no valid frame, try the next setting.
+    let mut settings_to_try = vec![(pop::DEFAULT_BAUD, Parity::None)];
     for &baud in &opts.bauds {
         for parity in [Parity::Even, Parity::None] {
-            let s = settings(port, baud, parity);
-            let chunks = capture(&s, opts.listen, frame_gap(baud)).await?;
-            if chunks.is_empty() {
-                return Ok(None);
+            if !settings_to_try.contains(&(baud, parity)) {
+                settings_to_try.push((baud, parity));
             }
-            let (frames, _bad) = rtu_frames(&chunks);
-            if frames.is_empty() {
-                continue;
-            }
+        }
+    }
+    for (baud, parity) in settings_to_try {
+        let mut s = settings(port, baud, parity);
+        s.stop_bits = StopBits::One;
+        let chunks = capture(&s, opts.listen, frame_gap(baud)).await?;
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let (frames, _bad) = rtu_frames(&chunks);
+        let (boards, pop_n) = pop_frames(&chunks);
+        // A few POP frames could pass a CRC by chance and vice versa; the
+        // protocol with more valid frames wins.
+        if pop_n > 0 && pop_n >= frames.len() {
+            return Ok(Some(Finding::PopBus {
+                port: port.to_owned(),
+                boards,
+                how: "keypad traffic",
+            }));
+        }
+        if !frames.is_empty() {
             let units = frames.iter().filter_map(|f| f.first().copied()).collect();
             return Ok(Some(Finding::ModbusMaster {
                 port: port.to_owned(),
@@ -325,6 +400,30 @@ async fn listen_for_master(port: &str, opts: &Options) -> std::io::Result<Option
         }
     }
     Ok(None)
+}
+
+/// Ask each board number of the unit range (and 0) for its outputs.
+async fn probe_pop(port: &str, opts: &Options) -> BTreeSet<u8> {
+    let mut s = settings(port, pop::DEFAULT_BAUD, Parity::None);
+    s.stop_bits = StopBits::One;
+    let bus = BusConfig {
+        name: "discover".into(),
+        transport: Transport::Pop(s),
+        timeout: pop::REPLY_TIMEOUT,
+        max_gap: 0,
+    };
+    let mut client = PopClient::new(&bus).with_timing(PopTiming {
+        attempts: 1,
+        reply_timeout: opts.probe_timeout.max(pop::REPLY_TIMEOUT),
+        ..PopTiming::default()
+    });
+    let mut boards = BTreeSet::new();
+    for board in std::iter::once(0).chain(opts.units.clone()) {
+        if client.read_outputs(board).await.is_ok() {
+            boards.insert(board);
+        }
+    }
+    boards
 }
 
 async fn probe_rtu(port: &str, opts: &Options, progress: &mut impl FnMut(&str)) -> Vec<Finding> {
@@ -409,6 +508,17 @@ pub fn config_snippet(found: &[Finding]) -> String {
     };
     for f in found {
         match f {
+            Finding::PopBus { port, boards, how } => {
+                let bus = bus_name(port, &mut s, &|name| {
+                    format!("[[bus]]\nname = \"{name}\"\nkind = \"pop\"\npath = \"{port}\"\n\n")
+                });
+                for board in boards {
+                    let _ = write!(
+                        s,
+                        "# POP board {board} (found by {how}). Trim the profile's rooms and outputs to the board's.\n[[device]]\nkey = \"pop{board}\"\nbus = \"{bus}\"\nunit_id = {board}\nprofile = \"pop_board\"\n\n"
+                    );
+                }
+            }
             Finding::Ouman { port, info } => {
                 let bus = bus_name(port, &mut s, &|name| {
                     format!("[[bus]]\nname = \"{name}\"\nkind = \"ouman\"\npath = \"{port}\"\n\n")

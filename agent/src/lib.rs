@@ -9,7 +9,8 @@
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
 //!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, the
-//!   Ouman EH-203 native serial protocol ([`devices::ouman`]), and Modbus
+//!   Ouman EH-203 native serial protocol ([`devices::ouman`]), the POP
+//!   room-heating boards' own protocol ([`devices::pop`]), and Modbus
 //!   slave mode ([`devices::slave`]: a PLC master polls the agent's bank);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
 //!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes, and
@@ -21,7 +22,8 @@
 //!   loop with jittered reconnects and resend of unacknowledged batches;
 //! - [`control`]: the safety envelope from the local config and the pure
 //!   decision core for remote commands, schedules, overrides and actions;
-//! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
+//! - [`sim`]: device simulators (an Ouman EH-203, a POP bus with a wall
+//!   keypad) for demos and tests.
 //!
 //! [`Agent`] wires them together. The binary (`main.rs`) and the tests run the
 //! same code:
@@ -229,6 +231,12 @@ impl Agent {
                         .collect();
                     let line = line.clone();
                     tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
+                }
+                Transport::Pop(_) => {
+                    let driver = devices::pop::PopDriver::new(devices::pop::PopClient::new(bus));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
                 }
             }
         }

@@ -11,7 +11,10 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use agent::{
     config::AgentConfig,
-    sim::{Eh203Sim, OumanSim, SimOptions},
+    sim::{
+        Eh203Sim, OumanSim, SimOptions,
+        pop::{PopBusSim, PopSimOptions},
+    },
 };
 use common::{WAIT, python, socat_pair};
 use tokio::process::Command;
@@ -82,6 +85,57 @@ async fn discover_finds_a_modbus_rtu_device_and_its_snippet_is_valid_config() {
     let cfg = AgentConfig::from_toml("snippet.toml", &config, Path::new("."))
         .unwrap_or_else(|e| panic!("{e}\n{config}"));
     assert_eq!(cfg.devices[0].unit_id, 3);
+}
+
+/// `discover` on a POP bus; the snippet must be a config the agent accepts.
+async fn discover_pop(keypad: bool) -> (String, String) {
+    let pty = socat_pair().await;
+    let sim = PopBusSim::new(PopSimOptions {
+        boards: vec![1, 4],
+        keypad,
+        ..PopSimOptions::default()
+    });
+    let port =
+        tokio_serial::SerialStream::open(&tokio_serial::new(pty.a.display().to_string(), 9600))
+            .unwrap();
+    let _serve = sim.serve(port);
+    let b = pty.b.display().to_string();
+    let (snippet, progress) =
+        discover(&["--port", &b, "--listen-ms", "1000", "--units", "1-5"]).await;
+    assert!(snippet.contains("kind = \"pop\""), "{snippet}\n{progress}");
+    for board in [1, 4] {
+        assert!(
+            snippet.contains(&format!("unit_id = {board}\n")),
+            "{snippet}"
+        );
+    }
+    assert_eq!(snippet.matches("[[device]]").count(), 2, "{snippet}");
+    let config = format!(
+        "[server]\nurl = \"ws://127.0.0.1:1/agent/v1/ws\"\nagent_id = \"{}\"\nsecret = \"s3cret-for-test\"\n\n{snippet}",
+        common::AGENT_ID
+    );
+    AgentConfig::from_toml("snippet.toml", &config, Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    (snippet, progress)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_recognises_a_pop_bus_by_its_keypad_traffic_without_sending() {
+    let (_, progress) = discover_pop(true).await;
+    assert!(
+        progress.contains("POP keypad traffic to boards {1, 4}"),
+        "{progress}"
+    );
+    assert!(
+        !progress.contains("asking for"),
+        "a talking bus is not probed: {progress}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_probes_a_quiet_pop_bus_for_boards() {
+    let (_, progress) = discover_pop(false).await;
+    assert!(progress.contains("POP boards {1, 4} answer"), "{progress}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

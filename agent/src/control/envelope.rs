@@ -393,7 +393,8 @@ impl Parser<'_> {
                     ),
                 );
             }
-            other => {
+            // The Ouman serial protocol is read-only in this agent.
+            other @ crate::registers::Spec::Ouman(_) => {
                 return self.err(
                     point.span(),
                     key("point"),
@@ -405,6 +406,8 @@ impl Parser<'_> {
                     ),
                 );
             }
+            // Other protocols (POP) write through their bus driver.
+            _ => {}
         }
         Ok((PointKey::new(&dev.key, &pt.key), pt))
     }
@@ -907,6 +910,21 @@ value = 55
             err.message.contains("no Modbus function writes it"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_pop_room_setpoint_can_be_a_writable_in_tenths() {
+        let text = format!(
+            "{BASE}\n[[bus]]\nname = \"heating\"\nkind = \"pop\"\npath = \"/dev/ttyUSB1\"\n\n\
+             [[device]]\nkey = \"board0\"\nbus = \"heating\"\nunit_id = 0\nprofile = \"pop_board\"\n\n\
+             [[writable]]\ndevice = \"board0\"\npoint = \"room_1_floor_setpoint\"\nkind = \"setpoint\"\n\
+             min = 18.0\nmax = 26.0\nstep = 0.1\nmax_override_minutes = 240\nschedulable = true\n"
+        );
+        let cfg = AgentConfig::from_toml("agent.toml", &text, Path::new("/x")).unwrap();
+        let w = &cfg.envelope.writables[0];
+        assert_eq!(w.key, PointKey::new("board0", "room_1_floor_setpoint"));
+        assert_eq!(w.check(21.7), Ok(21.7));
+        assert!(w.check(21.75).is_err());
     }
 
     #[test]

@@ -18,13 +18,14 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            // An ouman bus gets an `OumanClient` (lib.rs) and a slave bus is
-            // served, not polled: a Modbus client on them only reports
-            // connect errors.
+            // An ouman bus gets an `OumanClient` and a pop bus a `PopClient`
+            // (lib.rs), and a slave bus is served, not polled: a Modbus
+            // client on them only reports connect errors.
             Transport::Rtu(_)
             | Transport::Tcp { .. }
             | Transport::Ouman(_)
-            | Transport::ModbusSlave(_) => BusClient::Modbus(ModbusClient::new(bus)),
+            | Transport::ModbusSlave(_)
+            | Transport::Pop(_) => BusClient::Modbus(ModbusClient::new(bus)),
         }
     }
 }

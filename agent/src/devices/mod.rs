@@ -1,8 +1,8 @@
 //! Talking to field devices: the [`DeviceClient`] trait and its Modbus
 //! implementation over TCP and RTU ([`modbus::ModbusClient`]), plus Modbus
 //! ASCII ([`ascii::AsciiClient`]); [`BusClient`] picks one per bus. The Ouman
-//! EH-203 native protocol ([`ouman`]) is not Modbus and has its own client and
-//! driver.
+//! EH-203 native protocol ([`ouman`]) and the POP room-heating boards
+//! ([`pop`]) are not Modbus and have their own clients and drivers.
 //!
 //! Results are nested like tokio-modbus's own: the outer `Result` is the
 //! transport (I/O, timeout, bad frame: retry with back-off, mark the device
@@ -21,6 +21,7 @@ pub mod ascii;
 pub mod bus;
 pub mod modbus;
 pub mod ouman;
+pub mod pop;
 pub mod slave;
 
 use std::{fmt, future::Future, time::Duration};

@@ -187,7 +187,7 @@ impl ModbusClient {
     fn target(&self) -> String {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
-            Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
+            Transport::Rtu(s) | Transport::Ascii(s) | Transport::Pop(s) => s.path.clone(),
             Transport::Ouman(_) => self.bus.clone(),
             Transport::ModbusSlave(l) => l.serial.path.clone(),
         }
@@ -198,8 +198,8 @@ impl ModbusClient {
         match &self.transport {
             Transport::Rtu(s) | Transport::Ascii(s) => Some(s.baud),
             Transport::ModbusSlave(l) => Some(l.serial.baud),
-            // Ouman buses get their own client; this one never opens them.
-            Transport::Tcp { .. } | Transport::Ouman(_) => None,
+            // Ouman and pop buses get their own clients; this one never opens them.
+            Transport::Tcp { .. } | Transport::Ouman(_) | Transport::Pop(_) => None,
         }
     }
 }
@@ -223,6 +223,7 @@ async fn connect(transport: Transport) -> Result<(Context, Option<SharedPort>), 
         Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
         Transport::Ouman(_) => Err("an ouman bus needs the Ouman client".into()),
         Transport::ModbusSlave(_) => Err("a modbus_slave bus is served, not polled".into()),
+        Transport::Pop(_) => Err("a pop bus needs the POP client".into()),
         Transport::Rtu(settings) => {
             let port = SerialStream::open(&port_builder(settings)).map_err(|e| e.to_string())?;
             let shared = SharedPort::new(port);

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod exchange;
 pub mod ouman;
 pub mod plan;
+pub mod pop;
 pub mod profile;
 pub mod write;
 
@@ -23,6 +24,7 @@ pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
 pub use exchange::Direction;
 pub use plan::{PlannedRead, PointSlot, plan_reads};
+pub use pop::{PopField, PopSpec};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
 pub use write::{WritePlan, WritePlanError, WriteRequest, plan_write};
 
@@ -133,7 +135,8 @@ pub enum WriteFunction {
 
 /// The protocol a profile's points are addressed in. A device's profile must
 /// match its bus: Modbus profiles on `rtu`, `ascii`, `tcp` and `modbus_slave`
-/// buses, `ouman_serial` profiles on `ouman` buses.
+/// buses, `ouman_serial` profiles on `ouman` buses, `pop` profiles on `pop`
+/// buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
@@ -146,6 +149,8 @@ pub enum Protocol {
     Modbus,
     /// The Ouman EH-203 native serial protocol ([`ouman::OumanSpec`]).
     OumanSerial,
+    /// POP room-heating boards ([`PopSpec`]).
+    Pop,
 }
 
 impl std::fmt::Display for Protocol {
@@ -153,6 +158,7 @@ impl std::fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
             Protocol::OumanSerial => "ouman_serial",
+            Protocol::Pop => "pop",
         })
     }
 }
@@ -164,6 +170,8 @@ pub enum Spec {
     Modbus(PointSpec),
     /// Bytes of an Ouman data block.
     Ouman(ouman::OumanSpec),
+    /// A value of a POP board.
+    Pop(PopSpec),
 }
 
 impl Spec {
@@ -172,6 +180,7 @@ impl Spec {
         match self {
             Spec::Modbus(_) => Protocol::Modbus,
             Spec::Ouman(_) => Protocol::OumanSerial,
+            Spec::Pop(_) => Protocol::Pop,
         }
     }
 
@@ -191,11 +200,20 @@ impl Spec {
         }
     }
 
+    /// The POP half, when the point is a POP point.
+    pub fn pop(&self) -> Option<&PopSpec> {
+        match self {
+            Spec::Pop(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// True when the value is on/off (shown as a lamp).
     pub fn is_binary(&self) -> bool {
         match self {
             Spec::Modbus(s) => s.data_type == DataType::Bool,
             Spec::Ouman(s) => s.data_type == ouman::OumanType::Bool,
+            Spec::Pop(s) => s.field.is_binary(),
         }
     }
 
@@ -210,6 +228,7 @@ impl Spec {
                 let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
                 format!("data ID {} byte {}{bit} {:?}", s.id, s.byte, s.data_type)
             }
+            Spec::Pop(s) => s.describe(),
         }
     }
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    DataType, Direction, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder,
-    WriteFunction,
+    DataType, Direction, Function, PointSpec, PopField, PopSpec, Protocol, RegisterAddress, Spec,
+    WordOrder, WriteFunction,
     ouman::{DataId, OumanSpec, OumanType, SpecError},
 };
 use crate::tomlfile::{self, TomlFileError};
@@ -37,6 +37,7 @@ const BUILTINS: &[(&str, &str)] = &[
         "plc_cottage_exchange",
         include_str!("../../profiles/plc_cottage_exchange.toml"),
     ),
+    ("pop_board", include_str!("../../profiles/pop_board.toml")),
 ];
 
 /// Ids of the profiles compiled into the agent.
@@ -215,6 +216,9 @@ pub(crate) struct RawPoint {
     byte: Option<u8>,
     scale: Option<f64>,
     offset: Option<f64>,
+    // POP (see `registers::pop`)
+    field: Option<PopField>,
+    index: Option<u16>,
     #[serde(default)]
     unit: String,
     #[serde(default)]
@@ -254,6 +258,7 @@ impl RawPoint {
         let spec = match protocol {
             Protocol::Modbus => Spec::Modbus(self.modbus_spec()?),
             Protocol::OumanSerial => Spec::Ouman(self.ouman_spec()?),
+            Protocol::Pop => Spec::Pop(self.pop_spec()?),
         };
         Ok(Point {
             key: self.name,
@@ -302,6 +307,31 @@ impl RawPoint {
         Ok((scale, offset))
     }
 
+    /// The POP half: field and index; other protocols' fields and scaling refused.
+    fn pop_spec(&self) -> Result<PopSpec, (&'static str, String)> {
+        let protocol = Protocol::Pop;
+        refuse_foreign(
+            protocol,
+            &[
+                ("function", self.function.is_some()),
+                ("address", self.address.is_some()),
+                ("count", self.count.is_some()),
+                ("data_type", self.data_type.is_some()),
+                ("bit", self.bit.is_some()),
+                ("word_order", self.word_order.is_some()),
+                ("write_function", self.write_function.is_some()),
+                ("data_id", self.data_id.is_some()),
+                ("byte", self.byte.is_some()),
+                // Boards report °C and on/off; writes could not undo a scaling.
+                ("scale", self.scale.is_some()),
+                ("offset", self.offset.is_some()),
+            ],
+        )?;
+        let field = Self::required(self.field, "field", protocol)?;
+        let index = Self::required(self.index, "index", protocol)?;
+        PopSpec::new(field, index).map_err(|msg| ("index", msg))
+    }
+
     /// The Modbus half: table, address, type, scaling.
     fn modbus_spec(&self) -> Result<PointSpec, (&'static str, String)> {
         let protocol = Protocol::Modbus;
@@ -310,6 +340,8 @@ impl RawPoint {
             &[
                 ("data_id", self.data_id.is_some()),
                 ("byte", self.byte.is_some()),
+                ("field", self.field.is_some()),
+                ("index", self.index.is_some()),
             ],
         )?;
         let function = Self::required(self.function, "function", protocol)?;
@@ -415,6 +447,8 @@ impl RawPoint {
                 ("count", self.count.is_some()),
                 ("word_order", self.word_order.is_some()),
                 ("write_function", self.write_function.is_some()),
+                ("field", self.field.is_some()),
+                ("index", self.index.is_some()),
             ],
         )?;
         let id = DataId(Self::required(self.data_id, "data_id", protocol)?);
@@ -767,6 +801,60 @@ note = "none"
                 .unwrap_err()
                 .message
                 .contains("duplicate")
+        );
+    }
+
+    #[test]
+    fn the_pop_board_profile_has_rooms_outputs_and_alarms() {
+        let p = load_builtin("pop_board").unwrap().unwrap();
+        assert_eq!(p.protocol, Protocol::Pop);
+        assert_eq!(p.points.len(), 8 * 3 + 6 * 2 + 3);
+        let get = |k: &str| p.points.iter().find(|p| p.key == k).unwrap();
+        let t = get("room_8_ceiling_setpoint");
+        assert_eq!(
+            t.spec,
+            Spec::Pop(PopSpec {
+                field: PopField::CeilingSetpoint,
+                index: 8
+            })
+        );
+        assert!(t.writable && t.unit == "degC");
+        assert_eq!(t.info().kind, protocol::PointKind::Analog);
+        assert!(!get("room_1_temp").writable);
+        let o = get("output_6_manual");
+        assert!(o.writable && o.info().kind == protocol::PointKind::Binary);
+        let alarms: Vec<_> = p
+            .points
+            .iter()
+            .filter(|p| p.alarm)
+            .map(|p| p.key.as_str())
+            .collect();
+        assert_eq!(
+            alarms,
+            ["alarm_fire", "alarm_burglary", "alarm_mains_failure"]
+        );
+        assert!(
+            p.points.iter().all(|p| p.guessed),
+            "the layouts are chosen, not known"
+        );
+    }
+
+    #[test]
+    fn fields_of_another_protocol_are_refused() {
+        // a POP field in a Modbus profile
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"holding\"\naddress = 1\ndata_type = \"u16\"\nindex = 3\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].index");
+        assert_eq!(err.message, "`index` does not apply to modbus points");
+        // a Modbus field in a POP profile
+        let text = "[[profile]]\nid = \"x\"\nprotocol = \"pop\"\n[[profile.point]]\nname = \"a\"\nfield = \"alarm\"\nindex = 1\ndata_type = \"bool\"\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].data_type");
+        assert_eq!(err.line, 4);
+        let ok = text.replace("data_type = \"bool\"\n", "");
+        assert_eq!(
+            parse_profile("t.toml", &ok).unwrap()[0].protocol,
+            Protocol::Pop
         );
     }
 

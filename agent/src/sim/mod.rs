@@ -1,5 +1,6 @@
-//! Device simulators. [`Eh203Sim`] plays an Ouman EH-203 with a MODBUS-200
-//! card: a tokio-modbus server [`Service`](tokio_modbus::server::Service) over
+//! Device simulators. [`pop::PopBusSim`] plays a bus of POP room-heating
+//! boards with a wall keypad polling them. [`Eh203Sim`] plays an Ouman
+//! EH-203 with a MODBUS-200 card: a tokio-modbus server [`Service`](tokio_modbus::server::Service) over
 //! an in-memory holding-register bank laid out by the built-in
 //! `ouman_eh203_modbus200` profile, driven by the plant [`model`].
 //!
@@ -28,6 +29,7 @@ pub mod bank;
 pub mod model;
 pub mod ouman;
 pub mod plc_master;
+pub mod pop;
 
 use std::{
     collections::BTreeMap,
