@@ -328,6 +328,7 @@ pub fn describe(cfg: &AgentConfig) -> String {
             );
         }
     }
+    s.push_str(&cfg.envelope.describe());
     s
 }
 

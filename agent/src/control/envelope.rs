@@ -232,6 +232,60 @@ impl Envelope {
         self.actions.iter().find(|a| a.name == name)
     }
 
+    /// What `agent check-config` prints: every writable with its limits and
+    /// every action with its writes, one per line.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        if self.is_empty() {
+            s.push_str("remote control: off (no [[writable]] or [[action]] in the config)\n");
+            return s;
+        }
+        s.push_str("remote control, within this file's safety envelope:\n");
+        for w in &self.writables {
+            let limits = match w.kind {
+                ControlKind::Output => "output 0/1".to_owned(),
+                ControlKind::Setpoint => {
+                    format!("setpoint {}..={} step {}", w.min, w.max, w.step)
+                }
+            };
+            let _ = write!(
+                s,
+                "  writable {:<32} {limits}, overrides <= {} min",
+                w.key.to_string(),
+                w.max_override.as_secs() / 60
+            );
+            if let Some(c) = w.max_change_per_hour {
+                let _ = write!(s, ", <= {c}/h");
+            }
+            if let Some(c) = w.daily_write_cap {
+                let _ = write!(s, ", <= {c} writes/24 h");
+            }
+            if w.schedulable {
+                s.push_str(", schedulable");
+            }
+            if let Some(v) = w.value_when_idle {
+                let _ = write!(s, ", idle {v}");
+            }
+            s.push('\n');
+        }
+        for a in &self.actions {
+            let writes: Vec<String> = a
+                .writes
+                .iter()
+                .map(|w| format!("{} = {}", w.key, w.value))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  action   {:<32} <= {} min: {}",
+                a.name,
+                a.max_duration.as_secs() / 60,
+                writes.join(", ")
+            );
+        }
+        s
+    }
+
     /// The copy for `Hello.envelope`.
     pub fn info(&self) -> protocol::Envelope {
         protocol::Envelope {
@@ -812,6 +866,31 @@ value = 55
         assert_eq!(cfg.envelope.writables.len(), 1);
         assert_eq!(cfg.envelope.writables[0].value_when_idle, Some(45.0));
         assert_eq!(cfg.envelope.actions[0].writes[0].value, 55.0);
+    }
+
+    #[test]
+    fn check_config_lists_the_envelope() {
+        let text = envelope().describe();
+        assert!(
+            text.contains("writable heatpump.dhw_setpoint")
+                && text
+                    .contains("setpoint 40..=55 step 0.5, overrides <= 240 min, <= 24 writes/24 h"),
+            "{text}"
+        );
+        assert!(
+            text.contains("output 0/1, overrides <= 180 min, schedulable, idle 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("action   boost_dhw")
+                && text.contains("<= 180 min: heatpump.dhw_setpoint = 55"),
+            "{text}"
+        );
+        assert!(
+            Envelope::default()
+                .describe()
+                .contains("remote control: off")
+        );
     }
 
     #[test]
