@@ -128,6 +128,15 @@ impl Hub {
         let _ = ch.tx.send(Arc::from(msg.to_string()));
     }
 
+    /// Fan out a control message (a point's control state, a command's
+    /// status) to the site's viewers. These are events, not part of the
+    /// snapshot: a page loaded later reads the same facts from the database.
+    pub fn publish_event(&self, site: SiteId, msg: &serde_json::Value) {
+        let ch = self.channel(site);
+        // No receivers is normal (nobody watching).
+        let _ = ch.tx.send(Arc::from(msg.to_string()));
+    }
+
     /// An agent connection for the site opened.
     pub fn agent_connected(&self, site: SiteId) {
         let ch = self.channel(site);
@@ -286,6 +295,20 @@ mod tests {
         assert!(rx.try_recv().unwrap().contains("true"));
         assert!(rx.try_recv().unwrap().contains("false"));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn control_events_reach_the_sites_viewers_only() {
+        let hub = Hub::default();
+        let (a, b) = (SiteId::new(), SiteId::new());
+        let (_, mut rx_a) = hub.subscribe(a);
+        let (_, mut rx_b) = hub.subscribe(b);
+        hub.publish_event(
+            a,
+            &serde_json::json!({"type": "control_state", "control": "x/y"}),
+        );
+        assert!(rx_a.try_recv().unwrap().contains("control_state"));
+        assert!(rx_b.try_recv().is_err());
     }
 
     #[test]
