@@ -187,12 +187,15 @@ impl Link {
                             self.state.metrics.agents_connected.inc();
                         }
                         self.index = Some(index);
-                        // The welcome goes first; commands follow it.
-                        if !send(session, &ServerToAgent::Welcome(welcome)).await {
-                            return Next::Close;
-                        }
+                        // Registered before the welcome, so the agent counts as
+                        // connected once it has its welcome. A poke can only be
+                        // handled after this function returns, so the welcome
+                        // still goes first and commands follow it.
                         if self.handle.is_none() {
                             self.handle = Some(self.state.links.register(self.agent.id));
+                        }
+                        if !send(session, &ServerToAgent::Welcome(welcome)).await {
+                            return Next::Close;
                         }
                         return self.deliver(session).await;
                     }
