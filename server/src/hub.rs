@@ -28,6 +28,7 @@ struct SiteState {
     latest: HashMap<i64, NewReading>,
     agent_connections: u32,
     loaded_from_db: bool,
+    subscriptions: u64,
 }
 
 #[derive(Debug)]
@@ -186,7 +187,15 @@ impl Hub {
     pub fn subscribe(&self, site: SiteId) -> (String, broadcast::Receiver<Arc<str>>) {
         let ch = self.channel(site);
         let rx = ch.tx.subscribe();
+        lock(&ch.state).subscriptions += 1;
         (self.snapshot(site), rx)
+    }
+
+    /// How many live feeds of the site were opened since this process
+    /// started (a page that reloaded counts again). Tests wait on it to know
+    /// a freshly loaded page is listening.
+    pub fn subscriptions(&self, site: SiteId) -> u64 {
+        lock(&self.channel(site).state).subscriptions
     }
 
     /// The full current state as one `snapshot` message.

@@ -76,11 +76,36 @@ function start(root) {
     setUntil(card, until);
   }
 
+  // The one-step forms and the number input follow the new value, so the
+  // next "+" goes one step from what is commanded now, not from the value
+  // the page was rendered with.
+  function followValue(card, value) {
+    if (typeof value !== "number" || !Number.isFinite(value)) return;
+    const step = Number(card.dataset.step) || 0;
+    const decimals = Math.min(Math.max(Number(card.dataset.decimals) || 0, 0), 6);
+    const input = card.querySelector(".setpoint-input");
+    if (input && document.activeElement !== input) input.value = value.toFixed(decimals);
+    if (!(step > 0) || !input) return;
+    const min = Number(input.min);
+    const max = Number(input.max);
+    for (const [cls, dir] of [["nudge-minus", -1], ["nudge-plus", 1]]) {
+      const form = card.querySelector("." + cls);
+      if (!form) continue;
+      const next = Number((value + dir * step).toFixed(decimals));
+      const ok = next >= min - 1e-9 && next <= max + 1e-9;
+      form.querySelector('input[name="value"]').value = ok ? next.toFixed(decimals) : "";
+      form.querySelector("button").disabled = !ok;
+    }
+  }
+
   function onControlState(msg) {
     const card = cards.get(msg.control);
     if (card) {
       setText(card.querySelector(".commanded"), shown(card, msg.commanded));
       setText(card.querySelector(".reported"), shown(card, msg.reported));
+      if (card.dataset.kind === "setpoint") {
+        followValue(card, typeof msg.commanded === "number" ? msg.commanded : msg.reported);
+      }
       if (card.dataset.kind === "output") {
         const v = typeof msg.reported === "number" ? msg.reported : msg.commanded;
         card.dataset.state = typeof v === "number" ? (v >= 0.5 ? "on" : "off") : "unknown";

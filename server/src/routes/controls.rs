@@ -318,9 +318,20 @@ async fn render_schedule(
                 .and_then(|r| schedule_of(&r));
             let (days, ex) = schedule_rows(&lang, current.as_ref());
             let fmt = |v: f64| rules::format_value(v, w.info.step);
+            // Without a schedule yet: "on" is what the point has now (or the
+            // middle of the band), "off" two degrees lower, both in the band.
             let (on, off) = match &current {
                 Some(s) => (fmt(s.on_value), fmt(s.off_value)),
-                None => (fmt(w.band.max), fmt(w.band.min)),
+                None => {
+                    let now = w
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.commanded.or(s.reported))
+                        .filter(|v| w.band.contains(*v))
+                        .unwrap_or((w.band.min + w.band.max) / 2.0);
+                    let now = rules::tidy(now, w.info.step);
+                    (fmt(now), fmt((now - 2.0).max(w.band.min)))
+                }
             };
             (days, ex, on, off, None, StatusCode::OK)
         }
