@@ -350,6 +350,12 @@ async fn run_session(
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT { break "idle timeout"; }
                 if session.ping(b"").await.is_err() { break "send failed"; }
+                // Safety net: a command stored by another server replica (whose
+                // poke cannot reach this session) or left after a database
+                // error is delivered within one ping interval.
+                if link.handle.is_some() && matches!(link.deliver(&mut session).await, Next::Close) {
+                    break "send failed";
+                }
             }
         }
     };

@@ -2,9 +2,11 @@
 //!
 //! No login is needed: the link is the second channel, a 256-bit one-time
 //! token sent only to the site's homeowners and stored only as a hash. GET
-//! shows the held change and never changes anything (mail scanners fetch
-//! links); the POST, with the page's CSRF token, confirms or declines. An
-//! expired, used or unknown link gets a page saying so, with 410, 409 or 404.
+//! shows the held change and never confirms or declines it (mail scanners
+//! fetch links; the only thing a GET may do is mark a command whose links all
+//! expired as expired, which the Controls page does too); the POST, with the
+//! page's CSRF token, confirms or declines. An expired, used or unknown link
+//! gets a page saying so, with 410, 409 or 404.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde::Deserialize;

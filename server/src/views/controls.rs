@@ -69,9 +69,12 @@ pub struct LastCommandView {
     pub by: String,
 }
 
-fn status_key(c: &CommandRecord) -> &'static str {
+/// `queued` only while the site is offline: a command stored a moment ago for
+/// a connected agent is being handed over, and "waiting for the site to
+/// connect" would be wrong.
+fn status_key(c: &CommandRecord, agent_online: bool) -> &'static str {
     match c.status {
-        CommandStatus::Sent if c.delivered_at.is_none() => "queued",
+        CommandStatus::Sent if c.delivered_at.is_none() && !agent_online => "queued",
         s => s.as_str(),
     }
 }
@@ -94,9 +97,9 @@ pub fn status_text(lang: &str, key: &str) -> &'static str {
     )
 }
 
-fn last_view(c: &Option<CommandRecord>, lang: &str) -> Option<LastCommandView> {
+fn last_view(c: &Option<CommandRecord>, lang: &str, agent_online: bool) -> Option<LastCommandView> {
     c.as_ref().map(|c| {
-        let key = status_key(c);
+        let key = status_key(c, agent_online);
         LastCommandView {
             status: key.to_owned(),
             status_text: status_text(lang, key).to_owned(),
@@ -243,7 +246,14 @@ pub struct ControlsContext {
     pub notice: Option<String>,
 }
 
-fn card(w: &WritableControl, n: usize, access: Access, site_id: &str, lang: &str) -> ControlCard {
+fn card(
+    w: &WritableControl,
+    n: usize,
+    access: Access,
+    site_id: &str,
+    lang: &str,
+    agent_online: bool,
+) -> ControlCard {
     let step = w.info.step;
     let s = w.state.as_ref();
     let dash = || "—".to_string();
@@ -329,7 +339,7 @@ fn card(w: &WritableControl, n: usize, access: Access, site_id: &str, lang: &str
             "/sites/{site_id}/schedule?control={}",
             url::form_urlencoded::byte_serialize(w.key.as_bytes()).collect::<String>()
         ),
-        last: last_view(&w.last, lang),
+        last: last_view(&w.last, lang, agent_online),
         output_state: match s.and_then(|s| s.reported.or(s.commanded)) {
             Some(v) if v >= 0.5 => "on",
             Some(_) => "off",
@@ -338,7 +348,7 @@ fn card(w: &WritableControl, n: usize, access: Access, site_id: &str, lang: &str
     }
 }
 
-fn action_card(a: &ActionControl, n: usize, lang: &str) -> ActionCard {
+fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> ActionCard {
     let now = OffsetDateTime::now_utc();
     let running = a
         .running
@@ -369,7 +379,7 @@ fn action_card(a: &ActionControl, n: usize, lang: &str) -> ActionCard {
             })
             .collect(),
         visible: a.setting.homeowner_visible,
-        last: last_view(&a.last, lang),
+        last: last_view(&a.last, lang, agent_online),
     }
 }
 
@@ -379,7 +389,7 @@ pub fn controls_page(ctx: ControlsContext, controls: &SiteControls) -> ControlsP
     let mut setpoints = Vec::new();
     let mut outputs = Vec::new();
     for (n, w) in controls.writables.iter().enumerate() {
-        let c = card(w, n, ctx.access, &ctx.site_id, &lang);
+        let c = card(w, n, ctx.access, &ctx.site_id, &lang, ctx.agent_online);
         match w.info.kind {
             ControlKind::Setpoint => setpoints.push(c),
             ControlKind::Output => outputs.push(c),
@@ -392,7 +402,7 @@ pub fn controls_page(ctx: ControlsContext, controls: &SiteControls) -> ControlsP
             .actions
             .iter()
             .enumerate()
-            .map(|(n, a)| action_card(a, n, &lang))
+            .map(|(n, a)| action_card(a, n, &lang, ctx.agent_online))
             .collect(),
         setpoints,
         outputs,
