@@ -46,6 +46,10 @@ use crate::{
     tomlfile::{self, TomlFileError},
 };
 
+mod ouman;
+
+pub use self::ouman::OUMAN_DEFAULT_BAUD;
+
 /// The placeholder secret of the example config; `run` refuses it.
 pub const PLACEHOLDER_SECRET: &str = "CHANGE-ME";
 /// Poll interval when a device does not set `poll_interval_ms`.
@@ -132,15 +136,58 @@ pub enum Transport {
         /// `host:port`, resolved at each connect.
         address: String,
     },
+    /// The Ouman EH-203 native protocol to one controller (`kind = "ouman"`).
+    Ouman(OumanLink),
+    /// A serial line where a PLC is the Modbus master and the agent answers
+    /// as a slave (`kind = "modbus_slave"`): served, not polled.
+    ModbusSlave(SlaveLine),
+    /// POP room-heating boards and their keypads on a serial bus
+    /// (`kind = "pop"`, default 9600 8N1).
+    Pop(SerialSettings),
+}
+
+/// How an Ouman controller's RS-232 port is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OumanLink {
+    /// A local serial port (default 4800 baud 8N1).
+    Serial(SerialSettings),
+    /// An RS-232-to-Ethernet serial server passing raw bytes, `host:port`.
+    Tcp {
+        /// `host:port`, resolved at each connect.
+        address: String,
+    },
+}
+
+/// The line of a `modbus_slave` bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveLine {
+    /// Port and character format (default 19200 8E1, Serial Line V1.02 §2.5.1).
+    pub serial: SerialSettings,
+    /// RTU or ASCII frames.
+    pub framing: SlaveFraming,
+}
+
+/// Frame format on a `modbus_slave` line (`framing = "rtu" | "ascii"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaveFraming {
+    /// Modbus RTU (the default).
+    #[default]
+    Rtu,
+    /// Modbus ASCII (default 7E1).
+    Ascii,
 }
 
 impl Transport {
     /// Whether devices with a profile in `protocol` can hang on this bus.
     pub fn speaks(&self, protocol: Protocol) -> bool {
         match self {
-            Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
-                protocol == Protocol::Modbus
-            }
+            Transport::Rtu(_)
+            | Transport::Ascii(_)
+            | Transport::Tcp { .. }
+            | Transport::ModbusSlave(_) => protocol == Protocol::Modbus,
+            Transport::Ouman(_) => protocol == Protocol::OumanSerial,
+            Transport::Pop(_) => protocol == Protocol::Pop,
         }
     }
 }
@@ -160,8 +207,10 @@ pub struct SerialSettings {
     pub stop_bits: StopBits,
 }
 
-/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even is the default,
-/// and "none" should come with two stop bits, but many devices ship 8N1.
+/// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even parity is the
+/// required default (8E1 for RTU, 7E1 for ASCII), so a serial bus without a
+/// `parity` key uses even. "none" should come with two stop bits, but many
+/// devices ship 8N1: such buses set `parity = "none"` (and `stop_bits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
@@ -200,7 +249,8 @@ pub struct DeviceConfig {
     pub label: Option<String>,
     /// Name of the bus it hangs on.
     pub bus: String,
-    /// Modbus unit (slave) id.
+    /// Modbus unit (slave) id; 0 on an `ouman` bus (point to point, no
+    /// address); on a `pop` bus the board number.
     pub unit_id: u8,
     /// Id of the profile it uses.
     pub profile_id: String,
@@ -302,6 +352,9 @@ enum BusKind {
     Rtu,
     Ascii,
     Tcp,
+    Ouman,
+    ModbusSlave,
+    Pop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +370,7 @@ struct RawBus {
     address: Option<Spanned<String>>,
     timeout_ms: Option<Spanned<u64>>,
     max_gap: Option<u16>,
+    framing: Option<SlaveFraming>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,7 +379,7 @@ struct RawDevice {
     key: Spanned<String>,
     label: Option<String>,
     bus: Spanned<String>,
-    unit_id: Spanned<i64>,
+    unit_id: Option<Spanned<i64>>,
     profile: Spanned<String>,
     poll_interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -358,7 +412,29 @@ impl Validator<'_> {
         let mut devices: Vec<DeviceConfig> = Vec::new();
         for (i, d) in raw.device.into_iter().enumerate() {
             let key_span = d.get_ref().key.span();
-            let dev = self.device(i, d.into_inner(), &buses)?;
+            let span = d.span();
+            let unit_span = d
+                .get_ref()
+                .unit_id
+                .as_ref()
+                .map_or(span.clone(), |u| u.span());
+            let dev = self.device(i, span, d.into_inner(), &buses)?;
+            let slave_bus = buses
+                .iter()
+                .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)));
+            if let Some(other) = devices
+                .iter()
+                .find(|x| slave_bus && x.bus == dev.bus && x.unit_id == dev.unit_id)
+            {
+                return self.err(
+                    unit_span,
+                    format!("device[{i}].unit_id"),
+                    format!(
+                        "the agent already answers unit {} on bus `{}` for device `{}`",
+                        dev.unit_id, dev.bus, other.key
+                    ),
+                );
+            }
             if devices.iter().any(|x| x.key == dev.key) {
                 return self.err(
                     key_span,
@@ -506,13 +582,37 @@ impl Validator<'_> {
             return self.err(raw.name.span(), key("name"), "a bus needs a name");
         }
         let timeout = match &raw.timeout_ms {
+            // POP boards answer within 200 ms or not at all (then resent).
+            None if raw.kind == BusKind::Pop => crate::devices::pop::REPLY_TIMEOUT,
             None => DEFAULT_TIMEOUT,
             Some(t) if *t.get_ref() == 0 => {
                 return self.err(t.span(), key("timeout_ms"), "timeout_ms must be above 0");
             }
             Some(t) => Duration::from_millis(*t.get_ref()),
         };
+        if raw.kind == BusKind::ModbusSlave {
+            // The master paces a slave line; our requests and timeouts do not exist there.
+            for (field, present) in [
+                ("timeout_ms", raw.timeout_ms.is_some()),
+                ("max_gap", raw.max_gap.is_some()),
+            ] {
+                if present {
+                    return self.err(
+                        span,
+                        key(field),
+                        "does not apply to a `modbus_slave` bus: the PLC master paces it",
+                    );
+                }
+            }
+        } else if raw.framing.is_some() {
+            return self.err(
+                span,
+                key("framing"),
+                "only applies to `kind = \"modbus_slave\"` buses (rtu and ascii buses are named by kind)",
+            );
+        }
         let transport = match raw.kind {
+            BusKind::Ouman => self.ouman_transport(i, span, &raw)?,
             BusKind::Tcp => {
                 for (field, present) in [
                     ("path", raw.path.is_some()),
@@ -525,7 +625,7 @@ impl Validator<'_> {
                         return self.err(
                             span,
                             key(field),
-                            "only applies to serial (`kind = \"rtu\"` or `\"ascii\"`) buses",
+                            "only applies to serial (`kind = \"rtu\"`, `\"ascii\"`, `\"modbus_slave\"` or `\"pop\"`) buses",
                         );
                     }
                 }
@@ -551,9 +651,12 @@ impl Validator<'_> {
                     address: addr.into_inner(),
                 }
             }
-            BusKind::Rtu | BusKind::Ascii => {
+            BusKind::Rtu | BusKind::Ascii | BusKind::ModbusSlave | BusKind::Pop => {
                 // Serial Line V1.02 §2.5.2: ASCII characters are 7 data bits, even parity.
-                let ascii = raw.kind == BusKind::Ascii;
+                let slave = raw.kind == BusKind::ModbusSlave;
+                let pop = raw.kind == BusKind::Pop;
+                let framing = raw.framing.unwrap_or_default();
+                let ascii = raw.kind == BusKind::Ascii || (slave && framing == SlaveFraming::Ascii);
                 if let Some(a) = &raw.address {
                     return self.err(
                         a.span(),
@@ -565,10 +668,12 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         key("path"),
-                        "missing: a serial (rtu or ascii) bus needs the serial port `path`",
+                        "missing: a serial (rtu, ascii, modbus_slave or pop) bus needs the serial port `path`",
                     );
                 };
                 let baud = match raw.baud {
+                    // Serial Line V1.02 §2.5.1: 19200 is the default rate.
+                    None if slave => 19_200,
                     None => 9600,
                     Some(b) if *b.get_ref() == 0 => {
                         return self.err(b.span(), key("baud"), "baud must be above 0");
@@ -601,13 +706,23 @@ impl Validator<'_> {
                 let settings = SerialSettings {
                     path: path.into_inner(),
                     baud,
+                    // Serial Line V1.02 §2.5.1 (RTU) and §2.5.2 (ASCII): even
+                    // parity is the default both modes must support. POP: 8N1
+                    // [chosen] (pop-protocol.md).
                     parity: raw
                         .parity
-                        .unwrap_or(if ascii { Parity::Even } else { Parity::None }),
+                        .unwrap_or(if pop { Parity::None } else { Parity::Even }),
                     data_bits,
                     stop_bits,
                 };
-                if ascii {
+                if slave {
+                    Transport::ModbusSlave(SlaveLine {
+                        serial: settings,
+                        framing,
+                    })
+                } else if pop {
+                    Transport::Pop(settings)
+                } else if ascii {
                     Transport::Ascii(settings)
                 } else {
                     Transport::Rtu(settings)
@@ -625,6 +740,7 @@ impl Validator<'_> {
     fn device(
         &self,
         i: usize,
+        span: std::ops::Range<usize>,
         raw: RawDevice,
         buses: &[BusConfig],
     ) -> Result<DeviceConfig, ConfigError> {
@@ -645,16 +761,30 @@ impl Validator<'_> {
                 ),
             );
         };
-        let unit = *raw.unit_id.get_ref();
+        let (unit, unit_span) = match (&bus.transport, &raw.unit_id) {
+            (Transport::Ouman(_), u) => (self.ouman_unit_id(i, u)?, span.clone()),
+            (_, Some(u)) => (*u.get_ref(), u.span()),
+            (_, None) => {
+                return self.err(
+                    span,
+                    key("unit_id"),
+                    format!("missing: a device on bus `{}` needs `unit_id`", bus.name),
+                );
+            }
+        };
         let unit_range = match bus.transport {
             // Serial Line V1.02 §2.2: 0 is broadcast, 248..=255 reserved.
-            Transport::Rtu(_) | Transport::Ascii(_) => 1..=247,
+            Transport::Rtu(_) | Transport::Ascii(_) | Transport::ModbusSlave(_) => 1..=247,
             // Modbus TCP: gateways route by unit id, and 0 or 255 address the device itself.
             Transport::Tcp { .. } => 0..=255,
+            // `ouman_unit_id` answered 0 for it: the link has no address.
+            Transport::Ouman(_) => 0..=0,
+            // POP: the board number, 0..=255 (pop-protocol.md, "Frame").
+            Transport::Pop(_) => 0..=255,
         };
         if !unit_range.contains(&unit) {
             return self.err(
-                raw.unit_id.span(),
+                unit_span,
                 key("unit_id"),
                 format!(
                     "unit_id {unit} is outside {}..={} for a {} bus",
@@ -664,6 +794,9 @@ impl Validator<'_> {
                         Transport::Rtu(_) => "rtu",
                         Transport::Ascii(_) => "ascii",
                         Transport::Tcp { .. } => "tcp",
+                        Transport::Ouman(_) => "ouman",
+                        Transport::ModbusSlave(_) => "modbus_slave",
+                        Transport::Pop(_) => "pop",
                     }
                 ),
             );
@@ -709,6 +842,12 @@ impl Validator<'_> {
                 );
             }
             points.push(point);
+        }
+        let on_slave_bus = matches!(bus.transport, Transport::ModbusSlave(_));
+        if let Err(msg) =
+            crate::devices::slave::check_points(&dev_key, on_slave_bus, &points, poll_interval)
+        {
+            return self.err(raw.profile.span(), key("profile"), msg);
         }
         Ok(DeviceConfig {
             key: dev_key,
@@ -897,6 +1036,26 @@ poll_interval_ms = 5000
     }
 
     #[test]
+    fn an_rtu_bus_defaults_to_8e1_as_the_serial_line_spec_requires() {
+        let bare = GOOD.replace("parity = \"even\"\ndata_bits = 8\nstop_bits = 1\n", "");
+        let cfg = load(&bare).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        // Serial Line V1.02 §2.5.1: 8 data bits, even parity, 1 stop bit.
+        assert_eq!(
+            (s.parity, s.data_bits, s.stop_bits),
+            (Parity::Even, DataBits::Eight, StopBits::One)
+        );
+        // An 8N1 device says so.
+        let cfg = load(&GOOD.replace("parity = \"even\"", "parity = \"none\"")).unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        assert_eq!((s.parity, s.stop_bits), (Parity::None, StopBits::One));
+    }
+
+    #[test]
     fn an_ascii_bus_defaults_to_seven_data_bits_even_parity() {
         let bare = GOOD
             .replace("kind = \"rtu\"", "kind = \"ascii\"")
@@ -1025,6 +1184,124 @@ poll_interval_ms = 5000
         let text = GOOD.replace("\"ouman_eh203_modbus200\"", "\"./mine.toml\"");
         let cfg = AgentConfig::from_toml("agent.toml", &text, dir.path()).unwrap();
         assert_eq!(cfg.devices[0].profile_id, "mine");
+    }
+
+    const POP: &str = "
+[[bus]]
+name = \"heating\"
+kind = \"pop\"
+path = \"/dev/ttyUSB1\"
+
+[[device]]
+key = \"board0\"
+bus = \"heating\"
+unit_id = 0
+profile = \"pop_board\"
+";
+
+    /// 1-based line of `text` where `needle` first appears.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn a_pop_bus_defaults_to_9600_8n1_with_200_ms_replies_and_takes_boards_0_to_255() {
+        let text = format!("{GOOD}{POP}");
+        let cfg = load(&text).unwrap();
+        let bus = &cfg.buses[2];
+        let Transport::Pop(s) = &bus.transport else {
+            panic!("a pop transport")
+        };
+        assert_eq!(
+            (s.path.as_str(), s.baud, s.parity, s.data_bits, s.stop_bits),
+            (
+                "/dev/ttyUSB1",
+                9600,
+                Parity::None,
+                DataBits::Eight,
+                StopBits::One
+            )
+        );
+        assert_eq!(bus.timeout, Duration::from_millis(200));
+        assert!(bus.transport.speaks(Protocol::Pop) && !bus.transport.speaks(Protocol::Modbus));
+        let dev = &cfg.devices[1];
+        assert_eq!((dev.unit_id, dev.profile_id.as_str()), (0, "pop_board"));
+        assert_eq!(cfg.catalogue()[1].points.len(), 8 * 3 + 6 * 2 + 3);
+        // every serial key is honoured; 255 is a board number too
+        let tuned = text
+            .replace(
+                "path = \"/dev/ttyUSB1\"",
+                "path = \"/dev/ttyUSB1\"\nbaud = 19200\nstop_bits = 2\ntimeout_ms = 300",
+            )
+            .replace("unit_id = 0", "unit_id = 255");
+        let cfg = load(&tuned).unwrap();
+        let Transport::Pop(s) = &cfg.buses[2].transport else {
+            panic!()
+        };
+        assert_eq!((s.baud, s.stop_bits), (19200, StopBits::Two));
+        assert_eq!(cfg.buses[2].timeout, Duration::from_millis(300));
+        assert_eq!(cfg.devices[1].unit_id, 255);
+        let err = invalid(&text.replace("unit_id = 0", "unit_id = 256"));
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("device[1].unit_id", line_of(&text, "unit_id = 0"))
+        );
+        assert!(err.message.contains("0..=255 for a pop bus"), "{err}");
+        let err = invalid(&text.replace(
+            "kind = \"pop\"",
+            "kind = \"pop\"\naddress = \"10.0.0.1:502\"",
+        ));
+        assert_eq!(err.key, "bus[2].address");
+    }
+
+    #[test]
+    fn a_profile_must_speak_its_bus_protocol() {
+        let text = format!("{GOOD}{POP}");
+        let err = invalid(&text.replace("profile = \"pop_board\"", "profile = \"generic_modbus\""));
+        assert_eq!(err.key, "device[1].profile");
+        assert_eq!(
+            err.message,
+            "profile `generic_modbus` is a modbus profile; bus `heating` does not speak modbus"
+        );
+        let err = invalid(&GOOD.replace("\"ouman_eh203_modbus200\"", "\"pop_board\""));
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("device[0].profile", line_of(GOOD, "profile = "))
+        );
+        assert!(
+            err.message
+                .contains("is a pop profile; bus `rs485` does not speak pop"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inline_pop_points_are_checked_with_their_line_and_key() {
+        let base = format!("{GOOD}{POP}");
+        let point =
+            |body: &str| format!("{base}\n[[device.point]]\nname = \"room_9_temp\"\n{body}\n");
+        let cfg = load(&point("field = \"room_temp\"\nindex = 9\nunit = \"degC\"")).unwrap();
+        let p = cfg.devices[1].points.last().unwrap();
+        assert_eq!(p.spec.describe(), "pop room_temp 9");
+        let text = point("field = \"room_temp\"\nindex = 9\naddress = 3");
+        let err = invalid(&text);
+        assert_eq!(err.key, "device[1].point[0].address");
+        assert_eq!(err.message, "`address` does not apply to pop points");
+        assert_eq!(err.line, line_of(&text, "[[device.point]]"));
+        let err = invalid(&point("field = \"room_temp\""));
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            (
+                "device[1].point[0].index",
+                "missing: a pop point needs `index`"
+            )
+        );
+        let err = invalid(&point("field = \"output\"\nindex = 17"));
+        assert_eq!(err.key, "device[1].point[0].index");
+        let err = invalid(&point("field = \"humidity\"\nindex = 1"));
+        assert!(err.message.contains("unknown variant `humidity`"), "{err}");
+        let err = invalid(&point("field = \"room_temp\"\nindex = 1\nscale = 0.1"));
+        assert_eq!(err.key, "device[1].point[0].scale");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!    already running: CRC-valid frames. A bus with a master must not be
 //!    probed — our requests would collide with its — so the port is reported
 //!    as a slave-mode candidate and left alone.
-//! 2. **Probe** Modbus RTU at common speeds and parities: read one holding
+//! 2. **Ask an Ouman controller** (EH-203 native protocol, RS-232, 4800 8N1)
+//!    for its device-information block (data ID 1): model, firmware, serial.
+//!    That link is point to point, so an answer ends the port's scan.
+//! 3. **Probe** Modbus RTU at common speeds and parities: read one holding
 //!    register of each unit in the range. Any answer, even a Modbus exception,
 //!    proves a device at that address; silence does not disprove one (a
 //!    device may only answer its own registers), hence the wide unit range
@@ -27,8 +30,15 @@ use std::{
 use tokio::io::AsyncReadExt as _;
 
 use crate::{
-    config::{BusConfig, DataBits, Parity, SerialSettings, StopBits, Transport},
-    devices::{DeviceClient, ModbusClient, TransportError, modbus::port_builder},
+    config::{BusConfig, DataBits, OumanLink, Parity, SerialSettings, StopBits, Transport},
+    devices::{
+        DeviceClient, ModbusClient, TransportError,
+        modbus::port_builder,
+        ouman::{
+            OumanClient,
+            codec::{DEVICE_INFO_ID, DeviceInfo},
+        },
+    },
 };
 
 /// Where to look and how hard.
@@ -68,9 +78,19 @@ pub struct Port {
     pub device: String,
 }
 
+/// Baud rate of the Ouman EH-200 series' RS-232 port (device-protocols §1.3).
+const OUMAN_BAUD: u32 = 4800;
+
 /// What was found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
+    /// An Ouman EH-200 series controller answered its native protocol.
+    Ouman {
+        /// Port path.
+        port: String,
+        /// What it says it is.
+        info: DeviceInfo,
+    },
     /// A Modbus RTU device answered.
     ModbusDevice {
         /// Port path.
@@ -245,9 +265,36 @@ pub async fn discover(opts: &Options, mut progress: impl FnMut(&str)) -> Vec<Fin
                 continue;
             }
         }
+        progress(&format!(
+            "{port}: asking for an Ouman controller at {OUMAN_BAUD} 8N1"
+        ));
+        if let Some(info) = probe_ouman(&port, opts).await {
+            progress(&format!(
+                "{port}: Ouman EH-{} firmware {:.2} serial {} answers",
+                info.model,
+                info.version(),
+                info.serial
+            ));
+            found.push(Finding::Ouman { port, info });
+            continue;
+        }
         found.extend(probe_rtu(&port, opts, &mut progress).await);
     }
     found
+}
+
+async fn probe_ouman(port: &str, opts: &Options) -> Option<DeviceInfo> {
+    let mut s = settings(port, OUMAN_BAUD, Parity::None);
+    s.stop_bits = StopBits::One;
+    let bus = BusConfig {
+        name: "discover".into(),
+        transport: Transport::Ouman(OumanLink::Serial(s)),
+        // A 37-byte reply takes 77 ms at 4800 baud.
+        timeout: opts.probe_timeout.max(Duration::from_millis(300)),
+        max_gap: 0,
+    };
+    let data = OumanClient::new(&bus).read(DEVICE_INFO_ID).await.ok()?;
+    DeviceInfo::decode(&data)
 }
 
 async fn listen_for_master(port: &str, opts: &Options) -> std::io::Result<Option<Finding>> {
@@ -362,6 +409,18 @@ pub fn config_snippet(found: &[Finding]) -> String {
     };
     for f in found {
         match f {
+            Finding::Ouman { port, info } => {
+                let bus = bus_name(port, &mut s, &|name| {
+                    format!("[[bus]]\nname = \"{name}\"\nkind = \"ouman\"\npath = \"{port}\"\n\n")
+                });
+                let _ = write!(
+                    s,
+                    "# Ouman EH-{} firmware {:.2}, serial {}.\n[[device]]\nkey = \"heatpump\"\nbus = \"{bus}\"\nprofile = \"ouman_eh203\"\n\n",
+                    info.model,
+                    info.version(),
+                    info.serial
+                );
+            }
             Finding::ModbusDevice {
                 port,
                 baud,
@@ -392,10 +451,14 @@ pub fn config_snippet(found: &[Finding]) -> String {
                 let _ = write!(
                     s,
                     "# {port}: a Modbus master (PLC) is running this bus at {baud} baud, parity {}: \
-                     {frames} valid frames to units {}.\n# Join it as a slave with a unit id the master \
-                     polls for us (ask the PLC programmer); do not add polled devices here.\n\n",
+                     {frames} valid frames to units {}.\n# Join it as a slave: pick the unit id the PLC \
+                     program polls for us (ask its programmer) and an exchange-area profile.\n\
+                     # [[bus]]\n# name = \"plc\"\n# kind = \"modbus_slave\"\n# path = \"{port}\"\n\
+                     # baud = {baud}\n# parity = \"{}\"\n#\n# [[device]]\n# key = \"plc\"\n\
+                     # bus = \"plc\"\n# unit_id = 10\n# profile = \"plc_cottage_exchange\"\n\n",
                     parity_word(*parity),
-                    polled.join(", ")
+                    polled.join(", "),
+                    parity_word(*parity),
                 );
             }
         }

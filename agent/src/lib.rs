@@ -8,15 +8,20 @@
 //! - [`registers`]: pure register maps: profiles as TOML data, decode/encode,
 //!   and the read plan that groups points into few requests;
 //! - [`devices`]: the [`devices::DeviceClient`] trait and its tokio-modbus
-//!   implementation over TCP and RTU (tokio-serial);
+//!   implementation over TCP and RTU (tokio-serial), Modbus ASCII, the
+//!   Ouman EH-203 native serial protocol ([`devices::ouman`]), the POP
+//!   room-heating boards' own protocol ([`devices::pop`]), and Modbus
+//!   slave mode ([`devices::slave`]: a PLC master polls the agent's bank);
 //! - [`poller`]: one task per bus, each device on its own interval, producing
-//!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes;
+//!   [`protocol::Reading`]s and [`protocol::DeviceStatus`] changes, and
+//!   serving writes ([`poller::Writer`], from [`Agent::writer`]) ahead of polls;
 //! - [`buffer`]: the durable on-disk buffer (SQLite) every reading is written
 //!   to before it counts as taken, bounded in bytes, with persistent batch seqs;
 //! - [`metrics`]: Prometheus text metrics on an optional local listener;
 //! - [`uplink`]: the WebSocket link, a pure session state machine plus the I/O
 //!   loop with jittered reconnects and resend of unacknowledged batches;
-//! - [`sim`]: device simulators (an Ouman EH-203) for demos and tests.
+//! - [`sim`]: device simulators (an Ouman EH-203, a POP bus with a wall
+//!   keypad) for demos and tests.
 //!
 //! [`Agent`] wires them together. The binary (`main.rs`) and the tests run the
 //! same code:
@@ -43,7 +48,7 @@ pub mod telemetry;
 pub mod tomlfile;
 pub mod uplink;
 
-use std::future::Future;
+use std::{collections::BTreeMap, future::Future};
 
 use anyhow::Context as _;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -53,7 +58,7 @@ use tracing::info;
 use crate::{
     buffer::Buffer,
     config::{AgentConfig, Transport},
-    devices::BusClient,
+    devices::{BusClient, ouman::OumanClient, slave},
     uplink::session::{Session, SessionConfig},
 };
 
@@ -65,6 +70,10 @@ pub const CAPABILITIES: &[&str] = &["readings", "device_status"];
 pub struct Agent {
     cfg: AgentConfig,
     session: SessionConfig,
+    slave_banks: std::collections::BTreeMap<String, slave::Bank>,
+    writer: poller::Writer,
+    /// Each bus's command queue, handed to its task at run time.
+    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
 }
 
 impl Agent {
@@ -73,10 +82,35 @@ impl Agent {
     /// already installed provider is kept).
     pub fn build(cfg: AgentConfig) -> Agent {
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        let mut writer = poller::Writer::new();
+        let mut commands = BTreeMap::new();
+        for bus in &cfg.buses {
+            // A slave bus is not polled: its exchange areas are written through
+            // `slave_bank(..)`, so the writer has no route to them.
+            if matches!(bus.transport, Transport::ModbusSlave(_)) {
+                continue;
+            }
+            let (handle, rx) = poller::BusHandle::new(&bus.name);
+            for d in cfg.devices.iter().filter(|d| d.bus == bus.name) {
+                writer.route(&d.key, handle.clone());
+            }
+            commands.insert(bus.name.clone(), rx);
+        }
         Agent {
+            slave_banks: slave::banks(&cfg),
             cfg,
             session: SessionConfig::default(),
+            writer,
+            commands,
         }
+    }
+
+    /// Writes to the configured devices: each goes to its bus's queue and runs
+    /// there before the next poll. Take it before [`Agent::run_until_stopped`];
+    /// writes are answered while the agent runs, and fail with
+    /// [`poller::WriteError::BusStopped`] once it has stopped.
+    pub fn writer(&self) -> poller::Writer {
+        self.writer.clone()
     }
 
     /// Override the uplink session tunables (batch window, timeouts); tests
@@ -89,6 +123,13 @@ impl Agent {
     /// The configuration this agent runs.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The register bank of `device` when it is a PLC exchange area on a
+    /// `modbus_slave` bus: values are offered to the PLC and read from it here
+    /// (clones share the bank the running agent serves).
+    pub fn slave_bank(&self, device: &str) -> Option<slave::Bank> {
+        self.slave_banks.get(device).cloned()
     }
 
     /// The `Hello` sent at the start of every uplink session.
@@ -106,7 +147,7 @@ impl Agent {
     /// Poll the devices and stream to the server until `shutdown` completes.
     /// Returns an error only if a task failed unexpectedly.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         // Opened before polling starts: no reading is taken without a place to keep it.
@@ -122,6 +163,7 @@ impl Agent {
             tasks.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
         }
         let (tx, rx) = mpsc::channel(1024);
+        let mut commands = std::mem::take(&mut self.commands);
         for bus in &self.cfg.buses {
             let devices: Vec<_> = self
                 .cfg
@@ -139,10 +181,44 @@ impl Agent {
                 cancel.clone(),
                 metrics.clone(),
             );
+            // A bus without a queue (impossible: build made one per bus) gets a closed one.
+            let cmds = commands
+                .remove(&bus.name)
+                .unwrap_or_else(|| poller::BusHandle::new(&bus.name).1);
             match &bus.transport {
                 Transport::Rtu(_) | Transport::Ascii(_) | Transport::Tcp { .. } => {
                     let driver = poller::ModbusDriver::new(BusClient::new(bus), bus.max_gap);
-                    tasks.spawn(poller::run_bus(name, driver, devices, tx, cancel, metrics));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
+                }
+                Transport::Ouman(_) => {
+                    let driver = devices::ouman::OumanDriver::new(OumanClient::new(bus));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
+                }
+                Transport::ModbusSlave(line) => {
+                    let units = devices
+                        .iter()
+                        .filter_map(|d| {
+                            let bank = self.slave_banks.get(&d.key)?.clone();
+                            Some(slave::SlaveUnit {
+                                unit_id: d.unit_id,
+                                device: d.key.clone(),
+                                bank,
+                                round: d.poll_interval,
+                            })
+                        })
+                        .collect();
+                    let line = line.clone();
+                    tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
+                }
+                Transport::Pop(_) => {
+                    let driver = devices::pop::PopDriver::new(devices::pop::PopClient::new(bus));
+                    tasks.spawn(poller::run_bus(
+                        name, driver, devices, tx, cmds, cancel, metrics,
+                    ));
                 }
             }
         }

@@ -1,28 +1,46 @@
 //! When to read what: one task per bus, one request at a time on it, each
-//! device on its own poll interval.
+//! device on its own poll interval, and users' writes ahead of the polls.
 //!
 //! The task owns the bus's [`BusDriver`], the protocol-specific half: for
 //! Modbus, [`ModbusDriver`] runs the device's read plan over a
-//! [`DeviceClient`] and decodes the words and bits. The task sleeps until the
-//! earliest due device, has the driver poll it and sends the
-//! [`protocol::Reading`]s to the uplink as [`PollEvent`]s. Each
-//! device's communication state lives in a [`CommState`], a small pure state
-//! machine (tested without I/O) that decides when the device is offline, when
-//! to poll it again (back-off while it is silent) and when a
-//! [`protocol::DeviceStatus`] must be announced.
+//! [`DeviceClient`] and decodes the words and bits, and writes a point (encode,
+//! send, read back). The task sleeps until the earliest due device, has the
+//! driver poll it and sends the [`protocol::Reading`]s to the uplink as
+//! [`PollEvent`]s. Each device's communication state lives in a
+//! [`CommState`], a small pure state machine (tested without I/O) that decides
+//! when the device is offline, when to poll it again (back-off while it is
+//! silent) and when a [`protocol::DeviceStatus`] must be announced.
+//!
+//! Writes arrive as [`WriteCommand`]s on the bus's queue ([`BusHandle`]; a
+//! [`Writer`] routes by device key to the right bus). A command that is
+//! waiting runs before the next poll, even one that is overdue: a person who
+//! changed a setpoint is waiting for the answer, a poll only for its next
+//! turn. Nothing is ever interrupted: a Modbus line carries one request at a
+//! time, and the poll in progress finishes all its requests first, so its
+//! values stay one snapshot (one timestamp) from before the write rather than
+//! half before and half after it.
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use protocol::{DeviceStatus, Quality, Reading};
 use time::OffsetDateTime;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    backoff::Backoff,
     config::DeviceConfig,
-    devices::{DeviceClient, RawData, execute},
-    registers::{PlannedRead, Point, decode_bits, decode_registers, plan_reads},
+    devices::{DeviceClient, ModbusResult, RawData, TransportError, execute, execute_write},
+    registers::{
+        Function, PlannedRead, Point, PointSpec, WritePlan, WritePlanError, WriteRequest,
+        decode_bits, decode_registers, plan_reads, plan_write,
+    },
 };
 
 /// The protocol half of a bus's poller: talks to the devices, decodes values.
@@ -43,7 +61,9 @@ pub trait BusDriver: Send {
 
     /// Write `value` (engineering units) to `point` of `device`. Safety
     /// limits are not the driver's business (the caller checked them); the
-    /// driver encodes, sends and reports what the device said. Protocols
+    /// driver encodes, sends, reads the value back and reports what the
+    /// device said (a read-back that differs is an error, never hidden).
+    /// `point` may be any point of the device, polled or not. Protocols
     /// without writes keep this default, which refuses.
     fn write(
         &mut self,
@@ -83,6 +103,38 @@ pub enum WriteError {
     /// The link failed; the write may or may not have reached the device.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The device or point is not configured on this bus.
+    #[error("no point `{point}` on device `{device}` here")]
+    UnknownPoint {
+        /// Device key.
+        device: String,
+        /// Point key.
+        point: String,
+    },
+    /// The profile does not mark the point writable; nothing was sent.
+    #[error("point `{0}` is not writable")]
+    NotWritable(String),
+    /// The device accepted the write but reads back another value.
+    #[error("point `{point}`: wrote {wrote}, the device reads back {read_back}")]
+    Mismatch {
+        /// Point key.
+        point: String,
+        /// The value written (after rounding to the point's resolution).
+        wrote: f64,
+        /// The value the device reports now.
+        read_back: f64,
+    },
+    /// The device accepted the write but reading it back failed.
+    #[error("point `{point}`: written, but the read-back failed: {reason}")]
+    Unverified {
+        /// Point key.
+        point: String,
+        /// Why the read-back failed.
+        reason: String,
+    },
+    /// The bus task is not running (the agent is stopping).
+    #[error("bus `{0}` is not running")]
+    BusStopped(String),
 }
 
 /// Modbus (TCP, RTU or ASCII) through a [`DeviceClient`].
@@ -131,6 +183,209 @@ impl<C: DeviceClient> BusDriver for ModbusDriver<C> {
             }
         }
         (readings, PollOutcome::Answered { exceptions })
+    }
+
+    async fn write(
+        &mut self,
+        dev: &PolledDevice<Vec<PlannedRead>>,
+        point: &Point,
+        value: f64,
+    ) -> Result<(), WriteError> {
+        let key = point.key.as_str();
+        let Some(spec) = point.spec.modbus() else {
+            return Err(WriteError::Unsupported(format!(
+                "point `{key}` is a {} point on a Modbus bus",
+                point.spec.protocol()
+            )));
+        };
+        if !point.writable {
+            return Err(WriteError::NotWritable(key.to_owned()));
+        }
+        let plan = plan_write(spec, value).map_err(|e| match e {
+            WritePlanError::ReadOnlyTable(_) => WriteError::NotWritable(key.to_owned()),
+            WritePlanError::Encode(e) => WriteError::Encode {
+                point: key.to_owned(),
+                value,
+                reason: e.to_string(),
+            },
+        })?;
+        // The point's normal read: its table, its address, its width.
+        let read_back = PlannedRead {
+            function: spec.function,
+            address: spec.address.0,
+            count: spec.width(),
+            slots: Vec::new(),
+        };
+        let unit = dev.unit_id;
+        let request = match plan {
+            WritePlan::Direct(req) => req,
+            WritePlan::RegisterBit {
+                addr,
+                bit,
+                on,
+                function,
+            } => {
+                // Read-modify-write (see `registers::write` for the race).
+                let current = match self.read_with_retries(unit, &read_back).await {
+                    Ok(Ok(RawData::Words(w))) if !w.is_empty() => w[0],
+                    Ok(Ok(_)) => {
+                        return Err(WriteError::Transport(format!(
+                            "point `{key}`: reading register {addr} before changing bit {bit} returned no word"
+                        )));
+                    }
+                    Ok(Err(exc)) => {
+                        return Err(WriteError::Refused(format!(
+                            "point `{key}`: reading {} {addr} before changing bit {bit}: {exc}",
+                            spec.function
+                        )));
+                    }
+                    Err(e) => return Err(transport(key, "reading before the write", &e)),
+                };
+                WritePlan::with_current(addr, bit, on, function, current)
+            }
+        };
+        match self.write_with_retries(unit, &request).await {
+            Ok(Ok(())) => {}
+            Ok(Err(exc)) => {
+                return Err(WriteError::Refused(format!(
+                    "point `{key}`: function 0x{:02X} to {} {}: {exc}",
+                    request.function_code(),
+                    spec.function,
+                    request.address()
+                )));
+            }
+            Err(e) => return Err(transport(key, "writing", &e)),
+        }
+        let data = match self.read_with_retries(unit, &read_back).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(exc)) => {
+                return Err(WriteError::Unverified {
+                    point: key.to_owned(),
+                    reason: exc.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(WriteError::Unverified {
+                    point: key.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        verify(key, spec, &request, &data)
+    }
+}
+
+/// Attempts of one step of a write (the write, or a read before or after
+/// it) before a transport error is given up on. Writes of absolute values
+/// are idempotent, so sending one again after a lost reply is safe.
+pub const WRITE_ATTEMPTS: u32 = 3;
+
+impl<C: DeviceClient> ModbusDriver<C> {
+    /// `execute`, retrying transport errors with back-off; a device
+    /// exception or a request refused before sending is returned at once.
+    async fn read_with_retries(&mut self, unit: u8, read: &PlannedRead) -> ModbusResult<RawData> {
+        let mut backoff = write_backoff();
+        let mut attempt = 1;
+        loop {
+            match execute(&mut self.client, unit, read).await {
+                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    let delay = backoff.next_delay();
+                    debug!(%e, attempt, retry_in = ?delay, "read for a write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `execute_write`, retrying transport errors with back-off.
+    async fn write_with_retries(&mut self, unit: u8, req: &WriteRequest) -> ModbusResult<()> {
+        let mut backoff = write_backoff();
+        let mut attempt = 1;
+        loop {
+            match execute_write(&mut self.client, unit, req).await {
+                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    let delay = backoff.next_delay();
+                    debug!(%e, attempt, retry_in = ?delay, "write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// 100 ms, then up to 200 ms between attempts: long enough for a noisy line
+/// to settle, short enough that the person waiting hardly notices.
+fn write_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+fn transport(point: &str, doing: &str, e: &TransportError) -> WriteError {
+    match e {
+        TransportError::InvalidRequest(msg) => {
+            WriteError::Unsupported(format!("point `{point}`: {msg}"))
+        }
+        other => WriteError::Transport(format!(
+            "point `{point}`: {doing} failed after {WRITE_ATTEMPTS} attempts: {other}"
+        )),
+    }
+}
+
+/// Compare the read-back with what was written: every register written, or
+/// the one bit that was set or cleared. Values in the error are engineering
+/// units, decoded as the point's normal read decodes them.
+fn verify(
+    key: &str,
+    spec: &PointSpec,
+    req: &WriteRequest,
+    data: &RawData,
+) -> Result<(), WriteError> {
+    let unverified = |reason: String| WriteError::Unverified {
+        point: key.to_owned(),
+        reason,
+    };
+    let value_of = |d: &RawData| -> Option<f64> {
+        match d {
+            RawData::Words(w) => decode_registers(spec, w).ok(),
+            RawData::Bits(b) => decode_bits(spec, b).ok(),
+        }
+    };
+    let written = match req {
+        WriteRequest::SingleCoil { on, .. } => RawData::Bits(vec![*on]),
+        WriteRequest::MultipleCoils { coils, .. } => RawData::Bits(coils.clone()),
+        WriteRequest::SingleRegister { value, .. } => RawData::Words(vec![*value]),
+        WriteRequest::MultipleRegisters { values, .. } => RawData::Words(values.clone()),
+    };
+    let same = match (&written, data, spec.function, spec.bit) {
+        // A bit of a register: only that bit is ours to compare.
+        (RawData::Words(w), RawData::Words(r), Function::Holding, Some(bit)) => {
+            match (w.first(), r.first()) {
+                (Some(w), Some(r)) => {
+                    let at = |x: u16| x.checked_shr(u32::from(bit)).unwrap_or(0) & 1;
+                    at(*w) == at(*r)
+                }
+                _ => false,
+            }
+        }
+        (RawData::Words(w), RawData::Words(r), _, _) => r.get(..w.len()) == Some(w.as_slice()),
+        (RawData::Bits(w), RawData::Bits(r), _, _) => r.get(..w.len()) == Some(w.as_slice()),
+        _ => return Err(unverified(format!("the read-back returned {data:?}"))),
+    };
+    if same {
+        return Ok(());
+    }
+    match (value_of(&written), value_of(data)) {
+        (Some(wrote), Some(read_back)) => Err(WriteError::Mismatch {
+            point: key.to_owned(),
+            wrote,
+            read_back,
+        }),
+        _ => Err(unverified(format!(
+            "wrote {written:?}, the device reads back {data:?}"
+        ))),
     }
 }
 
@@ -294,48 +549,197 @@ pub struct PolledDevice<P> {
     pub points: Vec<Point>,
     /// What the driver prepared for it.
     pub plan: P,
+    /// Every point of the device, polled or not: what a write may name.
+    catalogue: Vec<Point>,
     next_due: Instant,
     comm: CommState,
 }
 
-/// Poll every device of one bus until `cancel` fires. Events go to `tx`; if
-/// the receiver is gone the task ends.
+impl<P> PolledDevice<P> {
+    /// `device` with its polled `points` and the driver's `plan`, as
+    /// [`run_bus`] keeps it: due at once, never polled yet. For driving a
+    /// [`BusDriver`] directly (tests, tools). Writes may name any point of
+    /// `device`, polled or not.
+    pub fn new(device: &DeviceConfig, points: Vec<Point>, plan: P) -> Self {
+        PolledDevice {
+            comm: CommState::new(&device.key, device.poll_interval),
+            key: device.key.clone(),
+            unit_id: device.unit_id,
+            points,
+            plan,
+            catalogue: device.points.clone(),
+            next_due: Instant::now(),
+        }
+    }
+
+    /// [`PolledDevice::new`] with `device`'s enabled points and the plan
+    /// `driver` makes for them.
+    pub fn for_driver<D: BusDriver<Plan = P>>(driver: &D, device: &DeviceConfig) -> Self {
+        let points: Vec<Point> = device.enabled_points().cloned().collect();
+        let plan = driver.plan(device, &points);
+        PolledDevice::new(device, points, plan)
+    }
+
+    /// Any point of the device (polled or not) by key.
+    pub fn point(&self, key: &str) -> Option<&Point> {
+        self.catalogue.iter().find(|p| p.key == key)
+    }
+}
+
+/// Write `value` (engineering units) to `point` of `device`; the bus task
+/// answers on `reply` once the device has been written and read back.
+#[derive(Debug)]
+pub struct WriteCommand {
+    /// Device key.
+    pub device: String,
+    /// Point key (any point of the device, polled or not).
+    pub point: String,
+    /// Engineering value.
+    pub value: f64,
+    /// Where the outcome goes. A dropped receiver does not cancel the write.
+    pub reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Commands a bus queues before senders have to wait.
+pub const COMMAND_QUEUE: usize = 32;
+
+/// The sending end of one bus's command queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BusHandle {
+    bus: String,
+    tx: mpsc::Sender<WriteCommand>,
+}
+
+impl BusHandle {
+    /// A queue for bus `bus`: the handle, and the receiver [`run_bus`] takes.
+    pub fn new(bus: &str) -> (BusHandle, mpsc::Receiver<WriteCommand>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (
+            BusHandle {
+                bus: bus.to_owned(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// The bus's name.
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// Queue `cmd`. Fails (and drops the command) when the bus task is gone.
+    pub async fn submit(&self, cmd: WriteCommand) -> Result<(), WriteError> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| WriteError::BusStopped(self.bus.clone()))
+    }
+
+    /// Queue a write and wait for its outcome.
+    pub async fn write(&self, device: &str, point: &str, value: f64) -> Result<(), WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(WriteCommand {
+            device: device.to_owned(),
+            point: point.to_owned(),
+            value,
+            reply,
+        })
+        .await?;
+        outcome
+            .await
+            .map_err(|_| WriteError::BusStopped(self.bus.clone()))?
+    }
+}
+
+/// Routes writes by device key to the queue of the device's bus.
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    routes: BTreeMap<String, BusHandle>,
+}
+
+impl Writer {
+    /// A writer that knows nothing yet.
+    pub fn new() -> Self {
+        Writer::default()
+    }
+
+    /// Send writes for `device` to `bus`.
+    pub fn route(&mut self, device: &str, bus: BusHandle) {
+        self.routes.insert(device.to_owned(), bus);
+    }
+
+    /// The queue of `device`'s bus.
+    pub fn bus_of(&self, device: &str) -> Option<&BusHandle> {
+        self.routes.get(device)
+    }
+
+    /// Write `value` to `point` of `device` and wait for the outcome
+    /// (written and read back, or why not).
+    pub async fn write(&self, device: &str, point: &str, value: f64) -> Result<(), WriteError> {
+        match self.routes.get(device) {
+            Some(bus) => bus.write(device, point, value).await,
+            None => Err(WriteError::UnknownPoint {
+                device: device.to_owned(),
+                point: point.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Poll every device of one bus, and serve the write commands queued on
+/// `commands`, until `cancel` fires. Events go to `tx`; if the receiver is
+/// gone the task ends. A waiting command runs before the next poll.
 pub async fn run_bus<D: BusDriver>(
     bus: String,
     mut driver: D,
     devices: Vec<DeviceConfig>,
     tx: mpsc::Sender<PollEvent>,
+    mut commands: mpsc::Receiver<WriteCommand>,
     cancel: CancellationToken,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
-    let start = Instant::now();
     let mut devices: Vec<PolledDevice<D::Plan>> = devices
-        .into_iter()
+        .iter()
         .map(|d| {
-            let points: Vec<Point> = d.enabled_points().cloned().collect();
-            let plan = driver.plan(&d, &points);
-            info!(%bus, device = %d.key, points = points.len(), "polling device");
-            PolledDevice {
-                comm: CommState::new(&d.key, d.poll_interval),
-                key: d.key,
-                unit_id: d.unit_id,
-                points,
-                plan,
-                next_due: start,
-            }
+            info!(%bus, device = %d.key, points = d.enabled_points().count(), "polling device");
+            PolledDevice::for_driver(&driver, d)
         })
         .collect();
     if devices.is_empty() {
         return;
     }
+    let mut commands_open = true;
     loop {
-        let Some(dev) = devices.iter_mut().min_by_key(|d| d.next_due) else {
+        // Commands already waiting go first, however overdue the polls are.
+        while commands_open {
+            match commands.try_recv() {
+                Ok(cmd) => serve_command(&bus, &mut driver, &devices, cmd).await,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => commands_open = false,
+            }
+        }
+        let Some((i, due)) = devices
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, d)| d.next_due)
+            .map(|(i, d)| (i, d.next_due))
+        else {
             return;
         };
         tokio::select! {
+            biased;
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(dev.next_due) => {}
+            cmd = commands.recv(), if commands_open => {
+                match cmd {
+                    Some(cmd) => serve_command(&bus, &mut driver, &devices, cmd).await,
+                    None => commands_open = false,
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(due) => {}
         }
+        let dev = &mut devices[i];
         let span = info_span!("poll", device = %dev.key, unit_id = dev.unit_id);
         let events = poll_once(&mut driver, dev).instrument(span).await;
         // `failures` is reset by every answered poll, so 0 means this one answered.
@@ -346,6 +750,44 @@ pub async fn run_bus<D: BusDriver>(
             }
         }
     }
+}
+
+/// Run one write command and answer it. The point must exist on the device
+/// and be writable in its profile; otherwise nothing is sent.
+async fn serve_command<D: BusDriver>(
+    bus: &str,
+    driver: &mut D,
+    devices: &[PolledDevice<D::Plan>],
+    cmd: WriteCommand,
+) {
+    let WriteCommand {
+        device,
+        point,
+        value,
+        reply,
+    } = cmd;
+    let target = devices
+        .iter()
+        .find(|d| d.key == device)
+        .and_then(|d| d.point(&point).map(|p| (d, p)));
+    let result = match target {
+        None => Err(WriteError::UnknownPoint {
+            device: device.clone(),
+            point: point.clone(),
+        }),
+        Some((_, p)) if !p.writable => Err(WriteError::NotWritable(point.clone())),
+        Some((dev, p)) => {
+            let span =
+                info_span!("write", %bus, device = %dev.key, unit_id = dev.unit_id, point = %p.key);
+            driver.write(dev, p, value).instrument(span).await
+        }
+    };
+    match &result {
+        Ok(()) => info!(%bus, %device, %point, value, "write done and read back"),
+        Err(e) => warn!(%bus, %device, %point, value, error = %e, "write failed"),
+    }
+    // The asker may have given up waiting; the write stands either way.
+    let _ = reply.send(result);
 }
 
 async fn poll_once<D: BusDriver>(

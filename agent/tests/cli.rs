@@ -74,7 +74,7 @@ fn check_config_prints_the_catalogue_with_guessed_addresses_flagged() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("device heatpump"), "{text}");
     assert!(
-        text.contains("outdoor_temp") && text.contains("holding 18"),
+        text.contains("outdoor_temp") && text.contains("data ID 18"),
         "{text}"
     );
     assert!(text.contains("verify on site"), "{text}");

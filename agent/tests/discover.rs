@@ -11,7 +11,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use agent::{
     config::AgentConfig,
-    sim::{Eh203Sim, SimOptions},
+    sim::{Eh203Sim, OumanSim, SimOptions},
 };
 use common::{WAIT, python, socat_pair};
 use tokio::process::Command;
@@ -85,6 +85,35 @@ async fn discover_finds_a_modbus_rtu_device_and_its_snippet_is_valid_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_finds_an_ouman_controller_on_its_native_protocol() {
+    let pty = socat_pair().await;
+    let sim = OumanSim::new(Eh203Sim::new(SimOptions::default()));
+    let port =
+        tokio_serial::SerialStream::open(&tokio_serial::new(pty.a.display().to_string(), 4800))
+            .unwrap();
+    let _serve = sim.serve_serial(port);
+
+    let b = pty.b.display().to_string();
+    let (snippet, progress) = discover(&["--port", &b, "--listen-ms", "300"]).await;
+    assert!(
+        progress.contains("Ouman EH-203G firmware 1.45"),
+        "{progress}"
+    );
+    assert!(
+        !progress.contains("trying Modbus RTU"),
+        "an answering Ouman ends the scan: {progress}"
+    );
+    assert!(snippet.contains("kind = \"ouman\""), "{snippet}");
+    assert!(snippet.contains("profile = \"ouman_eh203\""), "{snippet}");
+    let config = format!(
+        "[server]\nurl = \"ws://127.0.0.1:1/agent/v1/ws\"\nagent_id = \"{}\"\nsecret = \"s3cret-for-test\"\n\n{snippet}",
+        common::AGENT_ID
+    );
+    AgentConfig::from_toml("snippet.toml", &config, Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_reports_a_running_master_and_does_not_probe_its_bus() {
     let pty = socat_pair().await;
     // pymodbus as the PLC master: polls unit 7 over and over on its end.
@@ -140,7 +169,11 @@ while time.time() < end:
         "a mastered bus is not probed: {progress}"
     );
     assert!(snippet.contains("units 7"), "{snippet}");
-    assert!(!snippet.contains("[[device]]"), "{snippet}");
+    assert!(
+        snippet.lines().all(|l| l.is_empty() || l.starts_with('#')),
+        "only commented suggestions for a mastered bus: {snippet}"
+    );
+    assert!(snippet.contains("# kind = \"modbus_slave\""), "{snippet}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

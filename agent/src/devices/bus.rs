@@ -18,7 +18,14 @@ impl BusClient {
     pub fn new(bus: &BusConfig) -> Self {
         match bus.transport {
             Transport::Ascii(_) => BusClient::Ascii(AsciiClient::new(bus)),
-            Transport::Rtu(_) | Transport::Tcp { .. } => BusClient::Modbus(ModbusClient::new(bus)),
+            // An ouman bus gets an `OumanClient` and a pop bus a `PopClient`
+            // (lib.rs), and a slave bus is served, not polled: a Modbus
+            // client on them only reports connect errors.
+            Transport::Rtu(_)
+            | Transport::Tcp { .. }
+            | Transport::Ouman(_)
+            | Transport::ModbusSlave(_)
+            | Transport::Pop(_) => BusClient::Modbus(ModbusClient::new(bus)),
         }
     }
 }
@@ -64,6 +71,44 @@ impl DeviceClient for BusClient {
         match self {
             BusClient::Modbus(c) => c.read_discrete_inputs(unit, addr, count).await,
             BusClient::Ascii(c) => c.read_discrete_inputs(unit, addr, count).await,
+        }
+    }
+
+    async fn write_single_coil(&mut self, unit: u8, addr: u16, on: bool) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_single_coil(unit, addr, on).await,
+            BusClient::Ascii(c) => c.write_single_coil(unit, addr, on).await,
+        }
+    }
+
+    async fn write_single_register(&mut self, unit: u8, addr: u16, value: u16) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_single_register(unit, addr, value).await,
+            BusClient::Ascii(c) => c.write_single_register(unit, addr, value).await,
+        }
+    }
+
+    async fn write_multiple_coils(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        coils: &[bool],
+    ) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_multiple_coils(unit, addr, coils).await,
+            BusClient::Ascii(c) => c.write_multiple_coils(unit, addr, coils).await,
+        }
+    }
+
+    async fn write_multiple_registers(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        values: &[u16],
+    ) -> ModbusResult<()> {
+        match self {
+            BusClient::Modbus(c) => c.write_multiple_registers(unit, addr, values).await,
+            BusClient::Ascii(c) => c.write_multiple_registers(unit, addr, values).await,
         }
     }
 }

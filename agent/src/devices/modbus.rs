@@ -8,21 +8,70 @@
 //! the answer to the next request. The next request reconnects; a *failed*
 //! connect waits with jittered back-off, so an unplugged USB adapter is retried
 //! every few seconds rather than in a tight loop.
+//!
+//! On RTU the client also keeps the line discipline tokio-modbus leaves out
+//! (its codec frames by length, with no timing at all):
+//!
+//! - **Inter-frame silence.** Frames are separated by at least t3.5, 3.5
+//!   character times (Modbus over Serial Line V1.02 §2.5.1.1; a fixed 1.75 ms
+//!   above 19200 baud). The port is wrapped so the client knows when the last
+//!   byte arrived, and a request is sent no sooner than t3.5 after it: a slave
+//!   that times frames would otherwise glue our request to its own reply.
+//! - **Broadcast.** tokio-modbus awaits a reply even from unit 0 (issue #331),
+//!   which never comes. Writes to unit 0 are therefore framed here (address 0,
+//!   the PDU, CRC-16 low byte first) and written straight to the shared port;
+//!   nothing is awaited, and the next request waits the frame's wire time plus
+//!   the [`TURNAROUND_DELAY`] (§2.4.1). Reads to unit 0 are refused.
 
-use std::time::Duration;
+use std::{
+    borrow::Cow,
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
-use tokio::time::{Instant, timeout};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf},
+    time::{Instant, sleep_until, timeout},
+};
 use tokio_modbus::{Request, Response, Slave, client::Context, prelude::*};
-use tracing::{info, warn};
+use tokio_serial::SerialStream;
+use tracing::{debug, info, warn};
 
-use super::{DeviceClient, Exception, ModbusResult, TransportError};
+use super::{DeviceClient, Exception, ModbusResult, TURNAROUND_DELAY, TransportError, ascii::pdu};
 use crate::{
     backoff::Backoff,
     config::{BusConfig, DataBits, Parity, SerialSettings, StopBits, Transport},
+    registers::WriteRequest,
 };
 
 /// Shortest time allowed for opening a connection, whatever the request timeout.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bits of one RTU character on the wire: start, 8 data, parity (or a second
+/// stop bit without parity), stop (Serial Line V1.02 §2.5.1).
+pub const RTU_CHAR_BITS: u32 = 11;
+
+/// Wire time of `bytes` RTU characters at `baud` (11 bits each).
+pub fn rtu_wire_time(bytes: usize, baud: u32) -> Duration {
+    let bits = u64::try_from(bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::from(RTU_CHAR_BITS));
+    Duration::from_nanos(bits.saturating_mul(1_000_000_000) / u64::from(baud.max(1)))
+}
+
+/// t3.5, the silence that ends an RTU frame: 3.5 character times, or a fixed
+/// 1.75 ms above 19200 baud (Serial Line V1.02 §2.5.1.1).
+pub fn rtu_t35(baud: u32) -> Duration {
+    if baud > 19200 {
+        Duration::from_micros(1750)
+    } else {
+        // 3.5 × 11 bits = 38.5 bits, in tenths to stay in integers.
+        Duration::from_nanos(385 * 100_000_000 / u64::from(baud.max(1)))
+    }
+}
 
 /// A Modbus master for one bus: one connection, one request at a time.
 #[derive(Debug)]
@@ -31,8 +80,12 @@ pub struct ModbusClient {
     transport: Transport,
     timeout: Duration,
     ctx: Option<ContextBox>,
+    /// The RTU port, also held (behind the same lock) by `ctx`.
+    port: Option<SharedPort>,
     reconnect: Backoff,
     next_connect_at: Option<Instant>,
+    /// After a broadcast: no request before this instant.
+    quiet_until: Option<Instant>,
 }
 
 /// `Context` is not `Debug`; this wrapper keeps `ModbusClient` debuggable.
@@ -44,6 +97,78 @@ impl std::fmt::Debug for ContextBox {
     }
 }
 
+/// An RTU serial port shared by tokio-modbus's context (one handle) and the
+/// client (another, for broadcasts and for the time the last byte arrived).
+/// Only one task uses the bus at a time and no lock is held across an
+/// `.await`, so a plain mutex is enough.
+#[derive(Clone)]
+struct SharedPort(Arc<Mutex<PortState>>);
+
+struct PortState {
+    port: SerialStream,
+    last_rx: Option<Instant>,
+}
+
+impl std::fmt::Debug for SharedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedPort")
+    }
+}
+
+impl SharedPort {
+    fn new(port: SerialStream) -> Self {
+        SharedPort(Arc::new(Mutex::new(PortState {
+            port,
+            last_rx: None,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PortState> {
+        // Nothing can panic while the lock is held (plain delegation), and a
+        // port left mid-operation is dropped by the client on the error anyway.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When the last byte was received, if ever.
+    fn last_rx(&self) -> Option<Instant> {
+        self.state().last_rx
+    }
+}
+
+impl AsyncRead for SharedPort {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut state = self.state();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut state.port).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            state.last_rx = Some(Instant::now());
+        }
+        result
+    }
+}
+
+impl AsyncWrite for SharedPort {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.state().port).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.state().port).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.state().port).poll_shutdown(cx)
+    }
+}
+
 impl ModbusClient {
     /// A client for `bus`; nothing is opened until the first request.
     pub fn new(bus: &BusConfig) -> Self {
@@ -52,77 +177,95 @@ impl ModbusClient {
             transport: bus.transport.clone(),
             timeout: bus.timeout,
             ctx: None,
+            port: None,
             reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             next_connect_at: None,
+            quiet_until: None,
         }
     }
 
     fn target(&self) -> String {
         match &self.transport {
             Transport::Tcp { address } => address.clone(),
-            Transport::Rtu(s) | Transport::Ascii(s) => s.path.clone(),
+            Transport::Rtu(s) | Transport::Ascii(s) | Transport::Pop(s) => s.path.clone(),
+            Transport::Ouman(_) => self.bus.clone(),
+            Transport::ModbusSlave(l) => l.serial.path.clone(),
+        }
+    }
+
+    /// Baud rate of a serial bus; `None` on TCP (no broadcast, no line timing).
+    fn serial_baud(&self) -> Option<u32> {
+        match &self.transport {
+            Transport::Rtu(s) | Transport::Ascii(s) => Some(s.baud),
+            Transport::ModbusSlave(l) => Some(l.serial.baud),
+            // Ouman and pop buses get their own clients; this one never opens them.
+            Transport::Tcp { .. } | Transport::Ouman(_) | Transport::Pop(_) => None,
         }
     }
 }
 
 /// Open the transport. A free function over an owned `Transport` so the future
 /// does not borrow the client (whose `Context` is `Send` but not `Sync`).
-async fn connect(transport: Transport) -> Result<Context, String> {
-    {
-        match &transport {
-            Transport::Tcp { address } => {
-                let addr = tokio::net::lookup_host(address.as_str())
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .next()
-                    .ok_or_else(|| format!("{address} resolves to no address"))?;
-                tokio_modbus::client::tcp::connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
-            Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
-            Transport::Rtu(settings) => {
-                let port = tokio_serial::SerialStream::open(&port_builder(settings))
-                    .map_err(|e| e.to_string())?;
-                Ok(tokio_modbus::client::rtu::attach(port))
-            }
+async fn connect(transport: Transport) -> Result<(Context, Option<SharedPort>), String> {
+    match &transport {
+        Transport::Tcp { address } => {
+            let addr = tokio::net::lookup_host(address.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or_else(|| format!("{address} resolves to no address"))?;
+            let ctx = tokio_modbus::client::tcp::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((ctx, None))
+        }
+        // tokio-modbus has no ASCII; `BusClient` gives those buses an `AsciiClient`.
+        Transport::Ascii(_) => Err("an ascii bus needs the ASCII client".into()),
+        Transport::Ouman(_) => Err("an ouman bus needs the Ouman client".into()),
+        Transport::ModbusSlave(_) => Err("a modbus_slave bus is served, not polled".into()),
+        Transport::Pop(_) => Err("a pop bus needs the POP client".into()),
+        Transport::Rtu(settings) => {
+            let port = SerialStream::open(&port_builder(settings)).map_err(|e| e.to_string())?;
+            let shared = SharedPort::new(port);
+            Ok((
+                tokio_modbus::client::rtu::attach(shared.clone()),
+                Some(shared),
+            ))
         }
     }
 }
 
 impl ModbusClient {
-    async fn ensure_connected(&mut self) -> Result<&mut Context, TransportError> {
-        if self.ctx.is_none() {
-            let target = self.target();
-            if let Some(at) = self.next_connect_at {
-                let now = Instant::now();
-                if now < at {
-                    return Err(TransportError::Reconnecting {
-                        target,
-                        retry_in: at - now,
-                    });
-                }
-            }
-            let result = timeout(
-                self.timeout.max(MIN_CONNECT_TIMEOUT),
-                connect(self.transport.clone()),
-            )
-            .await;
-            match result {
-                Ok(Ok(ctx)) => {
-                    info!(bus = %self.bus, %target, "field bus connected");
-                    self.ctx = Some(ContextBox(ctx));
-                    self.reconnect.reset();
-                    self.next_connect_at = None;
-                }
-                Ok(Err(reason)) => return Err(self.connect_failed(target, reason)),
-                Err(_) => return Err(self.connect_failed(target, "timed out".into())),
+    async fn ensure_connected(&mut self) -> Result<(), TransportError> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let target = self.target();
+        if let Some(at) = self.next_connect_at {
+            let now = Instant::now();
+            if now < at {
+                return Err(TransportError::Reconnecting {
+                    target,
+                    retry_in: at - now,
+                });
             }
         }
-        match self.ctx.as_mut() {
-            Some(ContextBox(ctx)) => Ok(ctx),
-            None => Err(TransportError::Io("not connected".into())),
+        let result = timeout(
+            self.timeout.max(MIN_CONNECT_TIMEOUT),
+            connect(self.transport.clone()),
+        )
+        .await;
+        match result {
+            Ok(Ok((ctx, port))) => {
+                info!(bus = %self.bus, %target, "field bus connected");
+                self.ctx = Some(ContextBox(ctx));
+                self.port = port;
+                self.reconnect.reset();
+                self.next_connect_at = None;
+                Ok(())
+            }
+            Ok(Err(reason)) => Err(self.connect_failed(target, reason)),
+            Err(_) => Err(self.connect_failed(target, "timed out".into())),
         }
     }
 
@@ -134,24 +277,163 @@ impl ModbusClient {
         TransportError::Connect { target, reason }
     }
 
+    /// Drop the connection (and the port); the next request reconnects.
+    fn drop_link(&mut self) {
+        self.ctx = None;
+        self.port = None;
+    }
+
+    /// On RTU, wait until the line has been silent for t3.5 since the last
+    /// byte received, and past any turnaround delay after a broadcast.
+    async fn wait_for_quiet_line(&mut self) {
+        let Some(baud) = self.serial_baud() else {
+            return;
+        };
+        let mut at = self.quiet_until.take();
+        if let Some(rx) = self.port.as_ref().and_then(SharedPort::last_rx) {
+            let gap_end = rx + rtu_t35(baud);
+            at = Some(at.map_or(gap_end, |a| a.max(gap_end)));
+        }
+        if let Some(at) = at {
+            sleep_until(at).await;
+        }
+    }
+
     async fn request(&mut self, unit: u8, req: Request<'static>) -> ModbusResult<Response> {
+        if unit == 0 && self.serial_baud().is_some() {
+            return Err(TransportError::InvalidRequest(format!(
+                "{:?} cannot be broadcast: unit 0 takes writes only and never replies",
+                req.function_code()
+            )));
+        }
         let limit = self.timeout;
-        let ctx = self.ensure_connected().await?;
+        self.ensure_connected().await?;
+        self.wait_for_quiet_line().await;
+        let Some(ContextBox(ctx)) = self.ctx.as_mut() else {
+            return Err(TransportError::Io("not connected".into()));
+        };
         ctx.set_slave(Slave(unit));
         let outcome = timeout(limit, ctx.call(req)).await;
         match outcome {
             Ok(Ok(Ok(rsp))) => Ok(Ok(rsp)),
             Ok(Ok(Err(code))) => Ok(Err(Exception(code))),
             Ok(Err(e)) => {
-                self.ctx = None;
+                self.drop_link();
                 Err(TransportError::Io(e.to_string()))
             }
             Err(_) => {
-                self.ctx = None;
+                self.drop_link();
                 Err(TransportError::Timeout(limit))
             }
         }
     }
+
+    /// Send a write and check that the reply echoes it (§6.5, §6.6: the
+    /// request itself; §6.11, §6.12: its address and quantity). Unit 0 on a
+    /// serial bus is a broadcast.
+    async fn write(&mut self, unit: u8, req: WriteRequest) -> ModbusResult<()> {
+        req.check()
+            .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
+        if unit == 0 && self.serial_baud().is_some() {
+            return self.broadcast(&req).await;
+        }
+        let (request, expect) = match req {
+            WriteRequest::SingleCoil { addr, on } => (
+                Request::WriteSingleCoil(addr, on),
+                Response::WriteSingleCoil(addr, on),
+            ),
+            WriteRequest::SingleRegister { addr, value } => (
+                Request::WriteSingleRegister(addr, value),
+                Response::WriteSingleRegister(addr, value),
+            ),
+            WriteRequest::MultipleCoils { addr, coils } => {
+                let n = u16::try_from(coils.len()).unwrap_or(u16::MAX);
+                (
+                    Request::WriteMultipleCoils(addr, Cow::Owned(coils)),
+                    Response::WriteMultipleCoils(addr, n),
+                )
+            }
+            WriteRequest::MultipleRegisters { addr, values } => {
+                let n = u16::try_from(values.len()).unwrap_or(u16::MAX);
+                (
+                    Request::WriteMultipleRegisters(addr, Cow::Owned(values)),
+                    Response::WriteMultipleRegisters(addr, n),
+                )
+            }
+        };
+        match self.request(unit, request).await? {
+            Ok(rsp) if rsp == expect => Ok(Ok(())),
+            Ok(rsp) => Err(TransportError::Io(format!(
+                "write reply {rsp:?} does not echo the request ({expect:?})"
+            ))),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Frame a write for unit 0 ourselves and send it without awaiting a
+    /// reply (see the module doc).
+    async fn broadcast(&mut self, req: &WriteRequest) -> ModbusResult<()> {
+        let baud = self.serial_baud().unwrap_or(9600);
+        let adu = rtu_adu(0, &pdu_request(req))?;
+        self.ensure_connected().await?;
+        self.wait_for_quiet_line().await;
+        let Some(mut port) = self.port.clone() else {
+            return Err(TransportError::Io("not connected".into()));
+        };
+        let limit = self.timeout;
+        let sent = timeout(limit, async {
+            port.write_all(&adu).await?;
+            port.flush().await
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {
+                debug!(bus = %self.bus, frame = ?adu, "broadcast sent");
+                self.quiet_until =
+                    Some(Instant::now() + rtu_wire_time(adu.len(), baud) + TURNAROUND_DELAY);
+                Ok(Ok(()))
+            }
+            Ok(Err(e)) => {
+                self.drop_link();
+                Err(TransportError::Io(e.to_string()))
+            }
+            Err(_) => {
+                self.drop_link();
+                Err(TransportError::Timeout(limit))
+            }
+        }
+    }
+}
+
+/// Our write request as the transport-neutral PDU type of [`pdu`].
+fn pdu_request(req: &WriteRequest) -> pdu::Request {
+    match req.clone() {
+        WriteRequest::SingleCoil { addr, on } => pdu::Request::WriteSingleCoil { addr, on },
+        WriteRequest::SingleRegister { addr, value } => {
+            pdu::Request::WriteSingleRegister { addr, value }
+        }
+        WriteRequest::MultipleCoils { addr, coils } => {
+            pdu::Request::WriteMultipleCoils { addr, coils }
+        }
+        WriteRequest::MultipleRegisters { addr, values } => {
+            pdu::Request::WriteMultipleRegisters { addr, values }
+        }
+    }
+}
+
+/// An RTU ADU: address, PDU, CRC-16/MODBUS low byte first (Serial Line
+/// V1.02 §2.5.1.2).
+pub fn rtu_adu(address: u8, req: &pdu::Request) -> Result<Vec<u8>, TransportError> {
+    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS);
+    let pdu = req
+        .encode()
+        .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
+    let mut adu = Vec::with_capacity(pdu.len() + 3);
+    adu.push(address);
+    adu.extend_from_slice(&pdu);
+    let crc = CRC.checksum(&adu);
+    adu.extend_from_slice(&crc.to_le_bytes());
+    Ok(adu)
 }
 
 fn mismatch(rsp: &Response) -> TransportError {
@@ -221,6 +503,38 @@ impl DeviceClient for ModbusClient {
             Err(e) => Ok(Err(e)),
         }
     }
+
+    async fn write_single_coil(&mut self, unit: u8, addr: u16, on: bool) -> ModbusResult<()> {
+        self.write(unit, WriteRequest::SingleCoil { addr, on })
+            .await
+    }
+
+    async fn write_single_register(&mut self, unit: u8, addr: u16, value: u16) -> ModbusResult<()> {
+        self.write(unit, WriteRequest::SingleRegister { addr, value })
+            .await
+    }
+
+    async fn write_multiple_coils(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        coils: &[bool],
+    ) -> ModbusResult<()> {
+        let coils = coils.to_vec();
+        self.write(unit, WriteRequest::MultipleCoils { addr, coils })
+            .await
+    }
+
+    async fn write_multiple_registers(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        values: &[u16],
+    ) -> ModbusResult<()> {
+        let values = values.to_vec();
+        self.write(unit, WriteRequest::MultipleRegisters { addr, values })
+            .await
+    }
 }
 
 /// The tokio-serial builder for an RTU bus's line settings.
@@ -260,6 +574,157 @@ pub fn serial_stop_bits(s: StopBits) -> tokio_serial::StopBits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ADU of a write to `unit`, hex-free for comparing with the vectors.
+    fn adu(unit: u8, req: &WriteRequest) -> Vec<u8> {
+        rtu_adu(unit, &pdu_request(req)).unwrap()
+    }
+
+    #[test]
+    fn write_frames_match_the_spec_vectors() {
+        // device-protocols.md §2.7, CRCs low byte first
+        // unit 1, FC05 coil 0x00AC ON (0xFF00), CRC 4C 1B
+        assert_eq!(
+            adu(
+                1,
+                &WriteRequest::SingleCoil {
+                    addr: 0xAC,
+                    on: true
+                }
+            ),
+            [0x01, 0x05, 0x00, 0xAC, 0xFF, 0x00, 0x4C, 0x1B]
+        );
+        // unit 1, FC06 register 1 = 3, CRC 98 0B
+        assert_eq!(
+            adu(1, &WriteRequest::SingleRegister { addr: 1, value: 3 }),
+            [0x01, 0x06, 0x00, 0x01, 0x00, 0x03, 0x98, 0x0B]
+        );
+        // unit 16, FC06 register 0x0202 = 3, CRC 6A F2 (a public capture)
+        assert_eq!(
+            adu(
+                16,
+                &WriteRequest::SingleRegister {
+                    addr: 0x0202,
+                    value: 3
+                }
+            ),
+            [0x10, 0x06, 0x02, 0x02, 0x00, 0x03, 0x6A, 0xF2]
+        );
+        // unit 1, FC0F 10 coils from 0x13, 2 bytes CD 01, CRC 72 CB
+        let coils: Vec<bool> = "1011001110".chars().map(|c| c == '1').collect();
+        assert_eq!(
+            adu(1, &WriteRequest::MultipleCoils { addr: 0x13, coils }),
+            [
+                0x01, 0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02, 0xCD, 0x01, 0x72, 0xCB
+            ]
+        );
+        // unit 1, FC10 registers 1..2 = 0x000A 0x0102, 4 bytes, CRC 92 30
+        assert_eq!(
+            adu(
+                1,
+                &WriteRequest::MultipleRegisters {
+                    addr: 1,
+                    values: vec![0x000A, 0x0102]
+                }
+            ),
+            [
+                0x01, 0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02, 0x92, 0x30
+            ]
+        );
+        // broadcast (unit 0), FC06 register 1 = 3, CRC 99 DA: expect no reply
+        assert_eq!(
+            adu(0, &WriteRequest::SingleRegister { addr: 1, value: 3 }),
+            [0x00, 0x06, 0x00, 0x01, 0x00, 0x03, 0x99, 0xDA]
+        );
+    }
+
+    /// CRC-16/MODBUS bit by bit (Serial Line V1.02 Appendix B), written here
+    /// independently of the `crc` crate the client uses.
+    fn crc16(bytes: &[u8]) -> u16 {
+        let mut crc: u16 = 0xFFFF;
+        for &b in bytes {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    fn write_request() -> impl proptest::strategy::Strategy<Value = WriteRequest> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<u16>(), any::<bool>())
+                .prop_map(|(addr, on)| WriteRequest::SingleCoil { addr, on }),
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(addr, value)| WriteRequest::SingleRegister { addr, value }),
+            (
+                any::<u16>(),
+                proptest::collection::vec(any::<bool>(), 1..=1968)
+            )
+                .prop_map(|(addr, coils)| WriteRequest::MultipleCoils { addr, coils }),
+            (
+                any::<u16>(),
+                proptest::collection::vec(any::<u16>(), 1..=123)
+            )
+                .prop_map(|(addr, values)| WriteRequest::MultipleRegisters { addr, values }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_write_frame_carries_its_request_and_a_valid_crc(
+            unit in proptest::prelude::any::<u8>(),
+            req in write_request(),
+        ) {
+            let adu = adu(unit, &req);
+            // §2.5.1: at most 256 bytes; CRC low byte first
+            proptest::prop_assert!(adu.len() <= 256);
+            let (body, crc) = adu.split_at(adu.len() - 2);
+            proptest::prop_assert_eq!(u16::from_le_bytes([crc[0], crc[1]]), crc16(body));
+            proptest::prop_assert_eq!(body[0], unit);
+            proptest::prop_assert_eq!(pdu::Request::decode(&body[1..]).unwrap(), pdu_request(&req));
+        }
+    }
+
+    #[test]
+    fn rtu_timing_follows_the_serial_line_spec() {
+        // §2.5.1.1 table: one 11-bit character at 9600 baud is 1.146 ms, t3.5 4.010 ms
+        assert_eq!(rtu_wire_time(1, 9600), Duration::from_nanos(1_145_833));
+        assert_eq!(rtu_t35(9600), Duration::from_nanos(4_010_416));
+        assert_eq!(rtu_t35(19200), Duration::from_nanos(2_005_208));
+        assert_eq!(rtu_t35(1200), Duration::from_nanos(32_083_333));
+        // above 19200 baud a fixed 1.75 ms
+        assert_eq!(rtu_t35(38400), Duration::from_micros(1750));
+        assert_eq!(rtu_t35(115_200), Duration::from_micros(1750));
+        // an 8-byte request + 61-byte reply: 69 × 11 / 9600 s
+        assert_eq!(rtu_wire_time(69, 9600), Duration::from_nanos(79_062_500));
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_the_spec_limits_are_refused_before_connecting() {
+        // The port does not exist: an attempt to send would be a connect error.
+        let mut c = ModbusClient::new(&missing_port_bus());
+        let refused = |r: ModbusResult<()>| matches!(r, Err(TransportError::InvalidRequest(_)));
+        assert!(refused(c.write_multiple_registers(1, 0, &[0; 124]).await));
+        assert!(refused(c.write_multiple_registers(1, 0, &[]).await));
+        assert!(refused(c.write_multiple_coils(1, 0, &[true; 1969]).await));
+        assert!(refused(c.write_multiple_registers(1, 65535, &[1, 2]).await));
+        // reads to the broadcast address never get a reply: refused too
+        assert!(matches!(
+            c.read_holding_registers(0, 0, 1).await,
+            Err(TransportError::InvalidRequest(_))
+        ));
+        // and none of that touched the port
+        assert!(matches!(
+            c.write_single_register(1, 0, 1).await,
+            Err(TransportError::Connect { .. })
+        ));
+    }
 
     #[test]
     fn every_parity_maps_to_the_same_serial_parity() {

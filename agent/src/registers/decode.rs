@@ -113,6 +113,7 @@ mod tests {
             word_order: WordOrder::HighFirst,
             scale,
             offset: 0.0,
+            write_function: crate::registers::WriteFunction::Single,
         }
     }
 

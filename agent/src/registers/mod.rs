@@ -3,21 +3,30 @@
 //!
 //! Everything here is pure (no I/O, no clock). [`profile`] parses profile TOML
 //! files into [`Point`]s, [`decode`] turns raw Modbus words/bits into `f64`,
-//! [`encode`] goes the other way (used by the simulators, kept apart from the
-//! decode path so tests of one do not silently reuse the other), and [`plan`]
-//! groups a device's points into the fewest Modbus read requests.
+//! [`encode`] goes the other way (used by writes and the simulators, kept
+//! apart from the decode path so tests of one do not silently reuse the
+//! other), [`write`](mod@write) turns a value for a point into the Modbus write request
+//! that sets it, and [`plan`] groups a device's points into the fewest Modbus
+//! read requests.
 
 pub mod decode;
 pub mod encode;
+pub mod exchange;
+pub mod ouman;
 pub mod plan;
+pub mod pop;
 pub mod profile;
+pub mod write;
 
 use serde::Deserialize;
 
 pub use decode::{DecodeError, decode_bits, decode_registers};
 pub use encode::{EncodeError, encode_registers};
+pub use exchange::Direction;
 pub use plan::{PlannedRead, PointSlot, plan_reads};
+pub use pop::{PopField, PopSpec};
 pub use profile::{Point, Profile, ProfileError, builtin_profile_ids, load_builtin, parse_profile};
+pub use write::{WritePlan, WritePlanError, WriteRequest, plan_write};
 
 /// Most registers one FC03/FC04 request may read (Modbus Application Protocol
 /// V1.1b3 §6.3: quantity 1..=125).
@@ -109,8 +118,25 @@ pub enum WordOrder {
     LowFirst,
 }
 
+/// Which kind of write function code sets a point (Modbus Application
+/// Protocol V1.1b3 §6.5, §6.6, §6.11, §6.12). Devices differ: some accept
+/// only FC06 for a single register, others only FC16, so a profile can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteFunction {
+    /// FC06 Write Single Register, or FC05 Write Single Coil. The default for
+    /// one-register values and coils.
+    Single,
+    /// FC16 (0x10) Write Multiple Registers, or FC15 (0x0F) Write Multiple
+    /// Coils. The default, and the only choice, for two-register values, which
+    /// must change in one request.
+    Multiple,
+}
+
 /// The protocol a profile's points are addressed in. A device's profile must
-/// match its bus: Modbus profiles on `rtu`, `ascii` and `tcp` buses.
+/// match its bus: Modbus profiles on `rtu`, `ascii`, `tcp` and `modbus_slave`
+/// buses, `ouman_serial` profiles on `ouman` buses, `pop` profiles on `pop`
+/// buses.
 ///
 /// Adding a protocol: a variant here, its point fields in
 /// [`profile`]'s `RawPoint::resolve`, a [`Spec`] variant, a bus kind in
@@ -121,12 +147,18 @@ pub enum Protocol {
     /// Modbus registers and bits ([`PointSpec`]).
     #[default]
     Modbus,
+    /// The Ouman EH-203 native serial protocol ([`ouman::OumanSpec`]).
+    OumanSerial,
+    /// POP room-heating boards ([`PopSpec`]).
+    Pop,
 }
 
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
+            Protocol::OumanSerial => "ouman_serial",
+            Protocol::Pop => "pop",
         })
     }
 }
@@ -136,6 +168,10 @@ impl std::fmt::Display for Protocol {
 pub enum Spec {
     /// A Modbus register or bit.
     Modbus(PointSpec),
+    /// Bytes of an Ouman data block.
+    Ouman(ouman::OumanSpec),
+    /// A value of a POP board.
+    Pop(PopSpec),
 }
 
 impl Spec {
@@ -143,6 +179,8 @@ impl Spec {
     pub fn protocol(&self) -> Protocol {
         match self {
             Spec::Modbus(_) => Protocol::Modbus,
+            Spec::Ouman(_) => Protocol::OumanSerial,
+            Spec::Pop(_) => Protocol::Pop,
         }
     }
 
@@ -150,6 +188,23 @@ impl Spec {
     pub fn modbus(&self) -> Option<&PointSpec> {
         match self {
             Spec::Modbus(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Ouman half, when the point is an Ouman native point.
+    pub fn ouman(&self) -> Option<&ouman::OumanSpec> {
+        match self {
+            Spec::Ouman(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The POP half, when the point is a POP point.
+    pub fn pop(&self) -> Option<&PopSpec> {
+        match self {
+            Spec::Pop(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -157,6 +212,8 @@ impl Spec {
     pub fn is_binary(&self) -> bool {
         match self {
             Spec::Modbus(s) => s.data_type == DataType::Bool,
+            Spec::Ouman(s) => s.data_type == ouman::OumanType::Bool,
+            Spec::Pop(s) => s.field.is_binary(),
         }
     }
 
@@ -167,6 +224,11 @@ impl Spec {
                 let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
                 format!("{} {}{bit} {:?}", s.function, s.address.0, s.data_type)
             }
+            Spec::Ouman(s) => {
+                let bit = s.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+                format!("data ID {} byte {}{bit} {:?}", s.id, s.byte, s.data_type)
+            }
+            Spec::Pop(s) => s.describe(),
         }
     }
 }
@@ -193,6 +255,8 @@ pub struct PointSpec {
     pub scale: f64,
     /// See `scale`.
     pub offset: f64,
+    /// How writes reach it (only meaningful for holding registers and coils).
+    pub write_function: WriteFunction,
 }
 
 impl PointSpec {

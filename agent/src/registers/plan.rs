@@ -86,6 +86,7 @@ mod tests {
             word_order: WordOrder::HighFirst,
             scale: 1.0,
             offset: 0.0,
+            write_function: crate::registers::WriteFunction::Single,
         }
     }
 

@@ -10,13 +10,21 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DataType, Function, PointSpec, Protocol, RegisterAddress, Spec, WordOrder};
+use super::{
+    DataType, Direction, Function, PointSpec, PopField, PopSpec, Protocol, RegisterAddress, Spec,
+    WordOrder, WriteFunction,
+    ouman::{DataId, OumanSpec, OumanType, SpecError},
+};
 use crate::tomlfile::{self, TomlFileError};
 
 /// Error type of profile loading: a located mistake in a profile file.
 pub type ProfileError = TomlFileError;
 
 const BUILTINS: &[(&str, &str)] = &[
+    (
+        "ouman_eh203",
+        include_str!("../../profiles/ouman_eh203.toml"),
+    ),
     (
         "ouman_eh203_modbus200",
         include_str!("../../profiles/ouman_eh203_modbus200.toml"),
@@ -25,6 +33,11 @@ const BUILTINS: &[(&str, &str)] = &[
         "generic_modbus",
         include_str!("../../profiles/generic_modbus.toml"),
     ),
+    (
+        "plc_cottage_exchange",
+        include_str!("../../profiles/plc_cottage_exchange.toml"),
+    ),
+    ("pop_board", include_str!("../../profiles/pop_board.toml")),
 ];
 
 /// Ids of the profiles compiled into the agent.
@@ -109,6 +122,11 @@ pub struct Point {
     pub display_max: Option<f64>,
     /// An "on" value means an alarm (lamp shown red).
     pub alarm: bool,
+    /// Who writes the point on a `modbus_slave` bus (refused elsewhere).
+    pub direction: Option<Direction>,
+    /// For a `to_plc` point: the `from_plc` point where the PLC echoes the
+    /// value back; an offer is done only once the echo matches.
+    pub echo: Option<String>,
 }
 
 impl Point {
@@ -189,11 +207,18 @@ pub(crate) struct RawPoint {
     function: Option<Function>,
     address: Option<u16>,
     count: Option<u16>,
-    data_type: Option<DataType>,
+    data_type: Option<TypeName>,
     bit: Option<u8>,
     word_order: Option<WordOrder>,
+    write_function: Option<WriteFunction>,
+    // Ouman native serial: data ID and byte offset inside its data
+    data_id: Option<u16>,
+    byte: Option<u8>,
     scale: Option<f64>,
     offset: Option<f64>,
+    // POP (see `registers::pop`)
+    field: Option<PopField>,
+    index: Option<u16>,
     #[serde(default)]
     unit: String,
     #[serde(default)]
@@ -206,6 +231,8 @@ pub(crate) struct RawPoint {
     display_max: Option<f64>,
     #[serde(default)]
     alarm: bool,
+    direction: Option<Direction>,
+    echo: Option<String>,
     native_id: Option<u32>,
     confidence: Option<String>,
     safe_min: Option<f64>,
@@ -230,6 +257,8 @@ impl RawPoint {
         }
         let spec = match protocol {
             Protocol::Modbus => Spec::Modbus(self.modbus_spec()?),
+            Protocol::OumanSerial => Spec::Ouman(self.ouman_spec()?),
+            Protocol::Pop => Spec::Pop(self.pop_spec()?),
         };
         Ok(Point {
             key: self.name,
@@ -242,6 +271,8 @@ impl RawPoint {
             display_min: self.display_min,
             display_max: self.display_max,
             alarm: self.alarm,
+            direction: self.direction,
+            echo: self.echo,
         })
     }
 
@@ -276,12 +307,54 @@ impl RawPoint {
         Ok((scale, offset))
     }
 
+    /// The POP half: field and index; other protocols' fields and scaling refused.
+    fn pop_spec(&self) -> Result<PopSpec, (&'static str, String)> {
+        let protocol = Protocol::Pop;
+        refuse_foreign(
+            protocol,
+            &[
+                ("function", self.function.is_some()),
+                ("address", self.address.is_some()),
+                ("count", self.count.is_some()),
+                ("data_type", self.data_type.is_some()),
+                ("bit", self.bit.is_some()),
+                ("word_order", self.word_order.is_some()),
+                ("write_function", self.write_function.is_some()),
+                ("data_id", self.data_id.is_some()),
+                ("byte", self.byte.is_some()),
+                // Boards report °C and on/off; writes could not undo a scaling.
+                ("scale", self.scale.is_some()),
+                ("offset", self.offset.is_some()),
+            ],
+        )?;
+        let field = Self::required(self.field, "field", protocol)?;
+        let index = Self::required(self.index, "index", protocol)?;
+        PopSpec::new(field, index).map_err(|msg| ("index", msg))
+    }
+
     /// The Modbus half: table, address, type, scaling.
     fn modbus_spec(&self) -> Result<PointSpec, (&'static str, String)> {
         let protocol = Protocol::Modbus;
+        refuse_foreign(
+            protocol,
+            &[
+                ("data_id", self.data_id.is_some()),
+                ("byte", self.byte.is_some()),
+                ("field", self.field.is_some()),
+                ("index", self.index.is_some()),
+            ],
+        )?;
         let function = Self::required(self.function, "function", protocol)?;
         let address = Self::required(self.address, "address", protocol)?;
-        let data_type = Self::required(self.data_type, "data_type", protocol)?;
+        let data_type = match Self::required(self.data_type, "data_type", protocol)?.modbus() {
+            Some(t) => t,
+            None => {
+                return Err((
+                    "data_type",
+                    "`u8` is not a Modbus type (a register is 16 bits; use u16)".into(),
+                ));
+            }
+        };
         let width = data_type.width();
         if !function.is_register() && data_type != DataType::Bool {
             return Err(("data_type", format!("a {} point must be `bool`", function)));
@@ -319,6 +392,7 @@ impl RawPoint {
                 format!("address {address} + {width} runs past 65535"),
             ));
         }
+        let write_function = self.write_function(function, width)?;
         let (scale, offset) = self.scaling()?;
         Ok(PointSpec {
             function,
@@ -328,7 +402,134 @@ impl RawPoint {
             word_order: self.word_order.unwrap_or_default(),
             scale,
             offset,
+            write_function,
         })
+    }
+
+    /// `write_function`: only holding registers and coils are written by a
+    /// master (V1.1b3 has no write for input registers or discrete inputs); the
+    /// default is `single` (FC06/FC05) for one item and `multiple` (FC16) for
+    /// a two-register value, which must never be split into two FC06 writes.
+    fn write_function(
+        &self,
+        function: Function,
+        width: u16,
+    ) -> Result<WriteFunction, (&'static str, String)> {
+        // `writable` on an input register or discrete input is not refused
+        // here: in slave mode the agent itself fills those for the PLC. On a
+        // polled bus the driver refuses such a write before sending anything.
+        let read_only = matches!(function, Function::Input | Function::Discrete);
+        if read_only && self.write_function.is_some() {
+            return Err((
+                "write_function",
+                format!("only applies to holding and coil points, not {function}"),
+            ));
+        }
+        match (self.write_function, width) {
+            (Some(WriteFunction::Single), 2) => Err((
+                "write_function",
+                "a two-register value is written with FC16 (`multiple`) so both halves change together; `single` (FC06) would tear it".into(),
+            )),
+            (Some(wf), _) => Ok(wf),
+            (None, 2) => Ok(WriteFunction::Multiple),
+            (None, _) => Ok(WriteFunction::Single),
+        }
+    }
+
+    /// The Ouman native half: data ID, byte offset, type, bit, scaling.
+    fn ouman_spec(&self) -> Result<OumanSpec, (&'static str, String)> {
+        let protocol = Protocol::OumanSerial;
+        refuse_foreign(
+            protocol,
+            &[
+                ("function", self.function.is_some()),
+                ("address", self.address.is_some()),
+                ("count", self.count.is_some()),
+                ("word_order", self.word_order.is_some()),
+                ("write_function", self.write_function.is_some()),
+                ("field", self.field.is_some()),
+                ("index", self.index.is_some()),
+            ],
+        )?;
+        let id = DataId(Self::required(self.data_id, "data_id", protocol)?);
+        let data_type = match self.data_type {
+            None => None,
+            Some(name) => Some(OumanType::from_name(name).ok_or_else(|| {
+                let err = SpecError::ForeignType(name.to_string());
+                ("data_type", err.to_string())
+            })?),
+        };
+        if data_type == Some(OumanType::Bool) {
+            for (field, set) in [
+                ("scale", self.scale.is_some()),
+                ("offset", self.offset.is_some()),
+            ] {
+                if set {
+                    return Err((field, format!("`{field}` does not apply to a bool point")));
+                }
+            }
+        }
+        let scaling = self.scaling()?;
+        OumanSpec::new(id, self.byte.unwrap_or(0), data_type, self.bit, scaling).map_err(|e| {
+            let field = match e {
+                SpecError::BadBit(_) | SpecError::BitOnNumber => "bit",
+                SpecError::TooFar { .. } => "byte",
+                _ => "data_type",
+            };
+            (field, e.to_string())
+        })
+    }
+}
+
+/// Refuse the first of `fields` (name, present) that is set: it belongs to
+/// another protocol's points.
+fn refuse_foreign(
+    protocol: Protocol,
+    fields: &[(&'static str, bool)],
+) -> Result<(), (&'static str, String)> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err((
+            field,
+            format!("`{field}` does not apply to {protocol} points"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every `data_type` name a profile may use; each protocol accepts its own
+/// subset (Modbus: all but `u8`; ouman_serial: i16, u16, u8, bool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TypeName {
+    I16,
+    U16,
+    I32,
+    U32,
+    F32,
+    Bool,
+    Bits16,
+    U8,
+}
+
+impl TypeName {
+    /// The Modbus data type of this name; `None` for `u8`.
+    fn modbus(self) -> Option<DataType> {
+        Some(match self {
+            TypeName::I16 => DataType::I16,
+            TypeName::U16 => DataType::U16,
+            TypeName::I32 => DataType::I32,
+            TypeName::U32 => DataType::U32,
+            TypeName::F32 => DataType::F32,
+            TypeName::Bool => DataType::Bool,
+            TypeName::Bits16 => DataType::Bits16,
+            TypeName::U8 => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format!("{self:?}").to_lowercase())
     }
 }
 
@@ -539,6 +740,58 @@ note = "none"
         );
     }
 
+    fn point(fields: &str) -> Result<Point, ProfileError> {
+        let text = format!("[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\n{fields}");
+        parse_profile("t.toml", &text).map(|mut ps| ps.remove(0).points.remove(0))
+    }
+
+    fn write_function(p: &Point) -> WriteFunction {
+        p.spec.modbus().unwrap().write_function
+    }
+
+    #[test]
+    fn write_function_defaults_to_single_for_one_item_and_multiple_for_two_registers() {
+        let one =
+            point("function = \"holding\"\naddress = 1\ndata_type = \"i16\"\nwritable = true\n");
+        assert_eq!(write_function(&one.unwrap()), WriteFunction::Single);
+        let two =
+            point("function = \"holding\"\naddress = 1\ndata_type = \"u32\"\nwritable = true\n");
+        assert_eq!(write_function(&two.unwrap()), WriteFunction::Multiple);
+        let coil =
+            point("function = \"coil\"\naddress = 1\ndata_type = \"bool\"\nwritable = true\n");
+        assert_eq!(write_function(&coil.unwrap()), WriteFunction::Single);
+        let fc16 = point(
+            "function = \"holding\"\naddress = 1\ndata_type = \"u16\"\nwritable = true\nwrite_function = \"multiple\"\n",
+        );
+        assert_eq!(write_function(&fc16.unwrap()), WriteFunction::Multiple);
+    }
+
+    #[test]
+    fn a_two_register_value_cannot_be_written_by_fc06() {
+        let err = point("function = \"holding\"\naddress = 1\ndata_type = \"f32\"\nwritable = true\nwrite_function = \"single\"\n").unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].write_function");
+        assert!(err.message.contains("FC16"), "{err}");
+        assert_eq!(err.line, 3, "{err}");
+    }
+
+    #[test]
+    fn write_function_only_applies_to_holding_and_coil_points() {
+        let err = point("function = \"discrete\"\naddress = 1\ndata_type = \"bool\"\nwrite_function = \"single\"\n").unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].write_function");
+        assert!(err.message.contains("holding and coil"), "{err}");
+        let err = point("function = \"holding\"\naddress = 1\ndata_type = \"u16\"\nwrite_function = \"double\"\n").unwrap_err();
+        assert!(err.to_string().contains("write_function"), "{err}");
+        // Not an ouman_serial field
+        let text = "[[profile]]\nid = \"x\"\nprotocol = \"ouman_serial\"\n[[profile.point]]\nname = \"a\"\ndata_id = 18\nwrite_function = \"single\"\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].write_function", "{err}");
+        // The agent fills its own input registers in slave mode: accepted here,
+        // refused by the polling driver before sending.
+        let p = point("function = \"input\"\naddress = 1\ndata_type = \"u16\"\nwritable = true\n")
+            .unwrap();
+        assert!(p.writable);
+    }
+
     #[test]
     fn duplicate_point_names_are_refused() {
         let pt = "[[profile.point]]\nname = \"a\"\nfunction = \"input\"\naddress = 1\ndata_type = \"u16\"\n";
@@ -548,6 +801,60 @@ note = "none"
                 .unwrap_err()
                 .message
                 .contains("duplicate")
+        );
+    }
+
+    #[test]
+    fn the_pop_board_profile_has_rooms_outputs_and_alarms() {
+        let p = load_builtin("pop_board").unwrap().unwrap();
+        assert_eq!(p.protocol, Protocol::Pop);
+        assert_eq!(p.points.len(), 8 * 3 + 6 * 2 + 3);
+        let get = |k: &str| p.points.iter().find(|p| p.key == k).unwrap();
+        let t = get("room_8_ceiling_setpoint");
+        assert_eq!(
+            t.spec,
+            Spec::Pop(PopSpec {
+                field: PopField::CeilingSetpoint,
+                index: 8
+            })
+        );
+        assert!(t.writable && t.unit == "degC");
+        assert_eq!(t.info().kind, protocol::PointKind::Analog);
+        assert!(!get("room_1_temp").writable);
+        let o = get("output_6_manual");
+        assert!(o.writable && o.info().kind == protocol::PointKind::Binary);
+        let alarms: Vec<_> = p
+            .points
+            .iter()
+            .filter(|p| p.alarm)
+            .map(|p| p.key.as_str())
+            .collect();
+        assert_eq!(
+            alarms,
+            ["alarm_fire", "alarm_burglary", "alarm_mains_failure"]
+        );
+        assert!(
+            p.points.iter().all(|p| p.guessed),
+            "the layouts are chosen, not known"
+        );
+    }
+
+    #[test]
+    fn fields_of_another_protocol_are_refused() {
+        // a POP field in a Modbus profile
+        let text = "[[profile]]\nid = \"x\"\n[[profile.point]]\nname = \"a\"\nfunction = \"holding\"\naddress = 1\ndata_type = \"u16\"\nindex = 3\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].index");
+        assert_eq!(err.message, "`index` does not apply to modbus points");
+        // a Modbus field in a POP profile
+        let text = "[[profile]]\nid = \"x\"\nprotocol = \"pop\"\n[[profile.point]]\nname = \"a\"\nfield = \"alarm\"\nindex = 1\ndata_type = \"bool\"\n";
+        let err = parse_profile("t.toml", text).unwrap_err();
+        assert_eq!(err.key, "profile[0].point[0].data_type");
+        assert_eq!(err.line, 4);
+        let ok = text.replace("data_type = \"bool\"\n", "");
+        assert_eq!(
+            parse_profile("t.toml", &ok).unwrap()[0].protocol,
+            Protocol::Pop
         );
     }
 

@@ -1,5 +1,6 @@
-//! Device simulators. [`Eh203Sim`] plays an Ouman EH-203 with a MODBUS-200
-//! card: a tokio-modbus server [`Service`](tokio_modbus::server::Service) over
+//! Device simulators. [`pop::PopBusSim`] plays a bus of POP room-heating
+//! boards with a wall keypad polling them. [`Eh203Sim`] plays an Ouman
+//! EH-203 with a MODBUS-200 card: a tokio-modbus server [`Service`](tokio_modbus::server::Service) over
 //! an in-memory holding-register bank laid out by the built-in
 //! `ouman_eh203_modbus200` profile, driven by the plant [`model`].
 //!
@@ -8,6 +9,9 @@
 //! decode path under test stays separate code. Fault hooks ([`Eh203Sim::set_silent`],
 //! [`Eh203Sim::set_response_delay`]) let tests make the device stop answering
 //! and come back.
+//!
+//! [`OumanSim`] serves the same plant over the EH-203's native serial
+//! protocol ([`ouman`]), on a serial port or over TCP.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -21,7 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bank;
 pub mod model;
+pub mod ouman;
+pub mod plc_master;
+pub mod pop;
 
 use std::{
     collections::BTreeMap,
@@ -41,6 +49,7 @@ use tracing::{debug, warn};
 
 use self::model::Model;
 pub use self::model::{Alarm, ModelOptions, PlantState};
+pub use self::ouman::OumanSim;
 use crate::registers::{
     DataType, Function, MAX_REGISTERS_PER_READ, Point,
     encode::{Encoded, encode_registers, merge_bit},

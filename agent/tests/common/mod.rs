@@ -23,9 +23,9 @@ use std::{
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::{Ack, AgentToServer, ServerToAgent, Welcome};
 use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufReadExt as _, BufReader, Lines},
     net::TcpListener,
-    process::{Child, Command},
+    process::{Child, ChildStdout, Command},
     sync::mpsc,
 };
 use tokio_tungstenite::tungstenite::{
@@ -250,6 +250,18 @@ pub fn spawn_agent(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    let (stop, handle, _writer) = spawn_agent_with_writer(toml);
+    (stop, handle)
+}
+
+/// [`spawn_agent`], also returning the agent's writer.
+pub fn spawn_agent_with_writer(
+    toml: &str,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    agent::poller::Writer,
+) {
     agent::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let toml = if toml.contains("[buffer]") {
@@ -267,6 +279,7 @@ pub fn spawn_agent(
         ..Default::default()
     };
     let agent = agent::Agent::build(cfg).with_session_config(session);
+    let writer = agent.writer();
     let stop = CancellationToken::new();
     let s = stop.clone();
     let handle = tokio::spawn(async move {
@@ -274,7 +287,7 @@ pub fn spawn_agent(
         drop(dir);
         result
     });
-    (stop, handle)
+    (stop, handle, writer)
 }
 
 /// A socat pty pair; the links live in a temp dir and vanish with it.
@@ -325,6 +338,41 @@ pub fn python() -> PathBuf {
 /// Start `pymodbus_server.py ARGS` and wait for its READY line; returns the
 /// child and the rest of that line. Fails loudly when Python or pymodbus is missing.
 pub async fn start_pymodbus(args: &[&str]) -> (Child, String) {
+    let peer = start_pymodbus_peer(args).await;
+    (peer.child, peer.ready)
+}
+
+/// A running pymodbus peer whose output is still being read (for `--trace`).
+pub struct Peer {
+    pub child: Child,
+    /// The READY line without "READY ".
+    pub ready: String,
+    pub lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    /// The next traced request, as (unit, function code).
+    pub async fn next_rx(&mut self) -> (u8, u8) {
+        within("a traced request from the pymodbus peer", async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("peer exited");
+                if let Some(rest) = line.strip_prefix("RX ") {
+                    let field = |k: &str| -> u8 {
+                        rest.split_whitespace()
+                            .find_map(|kv| kv.strip_prefix(k))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or_else(|| panic!("bad trace line {line}"))
+                    };
+                    return (field("dev="), field("fc="));
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Like [`start_pymodbus`], keeping the peer's stdout open for trace lines.
+pub async fn start_pymodbus_peer(args: &[&str]) -> Peer {
     let py = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pymodbus_server.py");
     let mut child = Command::new(&py)
@@ -356,5 +404,100 @@ pub async fn start_pymodbus(args: &[&str]) -> (Child, String) {
         }
     })
     .await;
-    (child, ready)
+    Peer {
+        child,
+        ready,
+        lines,
+    }
+}
+
+/// Like [`spawn_agent`], and also hands the built agent to `peek` before it
+/// runs (e.g. to take the register bank of a `modbus_slave` device).
+pub fn spawn_agent_then<T>(
+    toml: &str,
+    peek: impl FnOnce(&agent::Agent) -> T,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    T,
+) {
+    agent::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{toml}\n[buffer]\npath = \"{}\"\n",
+        dir.path().join("buffer.db").display()
+    );
+    let cfg = agent::config::AgentConfig::from_toml("test.toml", &toml, Path::new("."))
+        .expect("valid test config");
+    let session = agent::uplink::session::SessionConfig {
+        batch_window: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let agent = agent::Agent::build(cfg).with_session_config(session);
+    let peeked = peek(&agent);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(async move {
+        let result = agent.run_until_stopped(s.cancelled_owned()).await;
+        drop(dir);
+        result
+    });
+    (stop, handle, peeked)
+}
+
+/// `pymodbus_master.py`: a pymodbus client driven one JSON command at a time.
+pub struct PyMaster {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PyMaster {
+    /// Start the master on `tty` with `framer` ("rtu" or "ascii") and wait for READY.
+    pub async fn start(framer: &str, tty: &Path) -> PyMaster {
+        let py = python();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pymodbus_master.py");
+        let mut child = Command::new(&py)
+            .arg(&script)
+            .arg(framer)
+            .arg(tty)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run the pymodbus master with {}: {e}", py.display())
+            });
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        within("the pymodbus master's READY line", async {
+            loop {
+                match lines.next_line().await.unwrap() {
+                    Some(l) if l.starts_with("READY ") => return,
+                    Some(_) => continue,
+                    None => panic!("the pymodbus master exited before READY"),
+                }
+            }
+        })
+        .await;
+        PyMaster {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Send one command, return its JSON answer.
+    pub async fn call(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt as _;
+        let line = format!("{cmd}\n");
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let reply = within("the pymodbus master's answer", self.lines.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the pymodbus master exited on {cmd}"));
+        serde_json::from_str(&reply).unwrap()
+    }
 }

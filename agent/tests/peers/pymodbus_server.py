@@ -5,9 +5,15 @@ Serves the EH-203 register layout (profile `ouman_eh203_modbus200`) with fixed,
 known values, so the Rust test can check that our client reads and decodes what
 a third-party implementation puts on the wire.
 
-    pymodbus_server.py tcp            # binds 127.0.0.1:0, prints "READY tcp <port>"
-    pymodbus_server.py rtu <tty>      # RTU 9600 8N1 unit 1, prints "READY rtu <tty>"
-    pymodbus_server.py ascii <tty>    # ASCII 9600 8N1 units 1 and 17, prints "READY ascii <tty>"
+    pymodbus_server.py tcp [--trace]        # binds 127.0.0.1:0, prints "READY tcp <port>"
+    pymodbus_server.py rtu <tty> [--trace]  # RTU 9600 8N1 units 1 and 2, prints "READY rtu <tty>"
+    pymodbus_server.py ascii <tty>          # ASCII 9600 8N1 units 1 and 17, prints "READY ascii <tty>"
+
+tcp and rtu also serve unit 2, a device with every table for the write tests
+(see `write_device`); rtu executes broadcasts (unit 0) without replying, as a
+real RS-485 line does. With --trace every request PDU received is printed as
+"RX dev=<unit> fc=<function code>" (flushed before the reply is sent), so a
+test can see which function code reached the peer and how often.
 
 The process runs until killed. Uses the SimData/SimDevice API (stack-notes §3):
 with SimData, address=0 is protocol address 0; `slave=` no longer exists.
@@ -68,6 +74,42 @@ def spec_device() -> SimDevice:
     )
 
 
+# Unit 2: a device with every table, for writes.
+WRITE_UNIT_ID = 2
+WRITE_COILS = (0, [False] * 16)                 # coils 0..15, writable
+WRITE_DISCRETE = (0, [True, False] * 4)         # discrete inputs 0..7
+WRITE_HOLDING = (100, [0] * 20)                 # holding 100..119, writable
+WRITE_READONLY = (120, [0x1111, 0x2222])        # holding 120..121, read-only
+WRITE_INPUT = (0, list(range(10)))              # input registers 0..9
+
+
+def write_device() -> SimDevice:
+    return SimDevice(
+        WRITE_UNIT_ID,
+        simdata=(
+            [SimData(address=WRITE_COILS[0], values=WRITE_COILS[1], datatype=DataType.BITS)],
+            [SimData(address=WRITE_DISCRETE[0], values=WRITE_DISCRETE[1], datatype=DataType.BITS)],
+            [
+                SimData(address=WRITE_HOLDING[0], values=WRITE_HOLDING[1], datatype=DataType.REGISTERS),
+                SimData(
+                    address=WRITE_READONLY[0],
+                    values=WRITE_READONLY[1],
+                    datatype=DataType.REGISTERS,
+                    readonly=True,
+                ),
+            ],
+            [SimData(address=WRITE_INPUT[0], values=WRITE_INPUT[1], datatype=DataType.REGISTERS)],
+        ),
+    )
+
+
+def trace(sending, pdu):
+    """Print each received request PDU (trace_pdu hook)."""
+    if not sending:
+        print(f"RX dev={pdu.dev_id} fc={pdu.function_code}", flush=True)
+    return pdu
+
+
 def absent_units_stay_silent() -> None:
     """Make `ignore_missing_devices=True` work with the SimDevice API.
 
@@ -89,15 +131,28 @@ def absent_units_stay_silent() -> None:
 
 
 async def main() -> None:
+    tracer = trace if "--trace" in sys.argv else None
     if len(sys.argv) >= 2 and sys.argv[1] == "tcp":
-        server = ModbusTcpServer(device(), address=("127.0.0.1", 0))
+        server = ModbusTcpServer([device(), write_device()], address=("127.0.0.1", 0), trace_pdu=tracer)
         await server.serve_forever(background=True)
         port = server.transport.sockets[0].getsockname()[1]
         print(f"READY tcp {port}", flush=True)
     elif len(sys.argv) >= 3 and sys.argv[1] == "rtu":
+        absent_units_stay_silent()
         # 8N1: pymodbus cannot set parity on a pty (stack-notes pitfall 12).
         server = ModbusSerialServer(
-            device(), framer=FramerType.RTU, port=sys.argv[2], baudrate=9600, bytesize=8, parity="N", stopbits=1
+            [device(), write_device()],
+            framer=FramerType.RTU,
+            port=sys.argv[2],
+            baudrate=9600,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            # A real RS-485 line: absent units stay silent, and unit 0 is a
+            # broadcast every unit executes without replying.
+            ignore_missing_devices=True,
+            broadcast_enable=True,
+            trace_pdu=tracer,
         )
         await server.serve_forever(background=True)
         print(f"READY rtu {sys.argv[2]}", flush=True)

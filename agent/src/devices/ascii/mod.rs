@@ -31,17 +31,14 @@ use self::{
     codec::{AsciiCodec, AsciiFrame},
     pdu::{Request, Response},
 };
-use super::{DeviceClient, Exception, ModbusResult, TransportError};
+use super::{DeviceClient, Exception, ModbusResult, TransportError, check_write};
 use crate::{
     backoff::Backoff,
     config::{BusConfig, Transport},
     devices::modbus::port_builder,
 };
 
-/// Serial Line V1.02 §2.4.1: after a broadcast the master waits a
-/// "turnaround delay" so slow slaves can finish the write before the next
-/// request (typically 100–200 ms).
-pub const TURNAROUND_DELAY: Duration = Duration::from_millis(200);
+pub use super::TURNAROUND_DELAY;
 
 type Opener<T> = Box<dyn Fn() -> io::Result<T> + Send>;
 
@@ -167,18 +164,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsciiClient<T> {
     /// only writes are allowed, nothing is awaited, and `Ok(None)` comes back.
     pub async fn call(&mut self, unit: u8, req: &Request) -> ModbusResult<Option<Response>> {
         if unit == 0 && !req.is_write() {
-            return Err(TransportError::Io(format!(
+            return Err(TransportError::InvalidRequest(format!(
                 "function 0x{:02X} cannot be broadcast (unit 0 takes writes only)",
                 req.function()
             )));
         }
         let pdu = req
             .encode()
-            .map_err(|e| TransportError::Io(format!("request not sent: {e}")))?;
+            .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
         let mut wire = BytesMut::new();
         AsciiCodec
             .encode(&AsciiFrame { address: unit, pdu }, &mut wire)
-            .map_err(|e| TransportError::Io(format!("request not sent: {e}")))?;
+            .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
         self.ensure_open()?;
         if let Some(at) = self.quiet_until.take() {
             sleep_until(at).await;
@@ -259,57 +256,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsciiClient<T> {
         }
     }
 
-    /// FC05 (unit 0 broadcasts and returns `Ok(Ok(()))` without waiting).
-    pub async fn write_single_coil(&mut self, unit: u8, addr: u16, on: bool) -> ModbusResult<()> {
-        let req = Request::WriteSingleCoil { addr, on };
-        let expect = Response::WriteSingleCoil { addr, on };
-        self.write(unit, &req, expect).await
-    }
-
-    /// FC06 (unit 0 broadcasts).
-    pub async fn write_single_register(
-        &mut self,
-        unit: u8,
-        addr: u16,
-        value: u16,
-    ) -> ModbusResult<()> {
-        let req = Request::WriteSingleRegister { addr, value };
-        let expect = Response::WriteSingleRegister { addr, value };
-        self.write(unit, &req, expect).await
-    }
-
-    /// FC0F (unit 0 broadcasts).
-    pub async fn write_multiple_coils(
-        &mut self,
-        unit: u8,
-        addr: u16,
-        coils: &[bool],
-    ) -> ModbusResult<()> {
-        let count = u16::try_from(coils.len()).unwrap_or(u16::MAX);
-        let req = Request::WriteMultipleCoils {
-            addr,
-            coils: coils.to_vec(),
-        };
-        self.write(unit, &req, Response::WriteMultipleCoils { addr, count })
-            .await
-    }
-
-    /// FC10 (unit 0 broadcasts).
-    pub async fn write_multiple_registers(
-        &mut self,
-        unit: u8,
-        addr: u16,
-        values: &[u16],
-    ) -> ModbusResult<()> {
-        let count = u16::try_from(values.len()).unwrap_or(u16::MAX);
-        let req = Request::WriteMultipleRegisters {
-            addr,
-            values: values.to_vec(),
-        };
-        self.write(unit, &req, Response::WriteMultipleRegisters { addr, count })
-            .await
-    }
-
     async fn write(&mut self, unit: u8, req: &Request, expect: Response) -> ModbusResult<()> {
         match self.call(unit, req).await? {
             Ok(None) => Ok(Ok(())),
@@ -359,7 +305,7 @@ enum Failure {
 }
 
 /// Read and drop whatever is already buffered, without waiting for more.
-async fn discard_input<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<usize> {
+pub(crate) async fn discard_input<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<usize> {
     let mut scratch = [0u8; 256];
     let mut total = 0;
     loop {
@@ -412,6 +358,54 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> DeviceClient for AsciiClient<T> {
         count: u16,
     ) -> ModbusResult<Vec<bool>> {
         self.read_bits(unit, Request::ReadDiscreteInputs { addr, count }, count)
+            .await
+    }
+
+    /// FC05 (unit 0 broadcasts and returns `Ok(Ok(()))` without waiting).
+    async fn write_single_coil(&mut self, unit: u8, addr: u16, on: bool) -> ModbusResult<()> {
+        let req = Request::WriteSingleCoil { addr, on };
+        let expect = Response::WriteSingleCoil { addr, on };
+        self.write(unit, &req, expect).await
+    }
+
+    /// FC06 (unit 0 broadcasts).
+    async fn write_single_register(&mut self, unit: u8, addr: u16, value: u16) -> ModbusResult<()> {
+        let req = Request::WriteSingleRegister { addr, value };
+        let expect = Response::WriteSingleRegister { addr, value };
+        self.write(unit, &req, expect).await
+    }
+
+    /// FC0F (unit 0 broadcasts).
+    async fn write_multiple_coils(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        coils: &[bool],
+    ) -> ModbusResult<()> {
+        check_write(0x0F, addr, coils.len())?;
+        let count = u16::try_from(coils.len()).unwrap_or(u16::MAX);
+        let req = Request::WriteMultipleCoils {
+            addr,
+            coils: coils.to_vec(),
+        };
+        self.write(unit, &req, Response::WriteMultipleCoils { addr, count })
+            .await
+    }
+
+    /// FC10 (unit 0 broadcasts).
+    async fn write_multiple_registers(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        values: &[u16],
+    ) -> ModbusResult<()> {
+        check_write(0x10, addr, values.len())?;
+        let count = u16::try_from(values.len()).unwrap_or(u16::MAX);
+        let req = Request::WriteMultipleRegisters {
+            addr,
+            values: values.to_vec(),
+        };
+        self.write(unit, &req, Response::WriteMultipleRegisters { addr, count })
             .await
     }
 }
@@ -596,7 +590,7 @@ mod tests {
         );
         assert!(matches!(
             c.read_holding_registers(0, 0, 1).await,
-            Err(TransportError::Io(_))
+            Err(TransportError::InvalidRequest(_))
         ));
     }
 
@@ -625,6 +619,26 @@ mod tests {
             c.write_multiple_registers(1, 1, &[10, 258]).await,
             Err(TransportError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_the_spec_limits_are_refused_and_nothing_is_sent() {
+        let (mut c, mut s) = line(Duration::from_secs(1));
+        let refused = |r: ModbusResult<()>| matches!(r, Err(TransportError::InvalidRequest(_)));
+        // §6.12: at most 123 registers; §6.11: at most 1968 coils; none past 65535
+        assert!(refused(c.write_multiple_registers(1, 0, &[7; 124]).await));
+        assert!(refused(c.write_multiple_coils(1, 0, &[true; 1969]).await));
+        assert!(refused(c.write_multiple_coils(1, 0, &[]).await));
+        assert!(refused(c.write_multiple_registers(1, 65535, &[1, 2]).await));
+        let slave = tokio::spawn(async move {
+            // The first frame on the line is the valid write that follows.
+            let req = s.request().await;
+            assert_eq!(req.pdu, [0x06, 0x00, 0x01, 0x00, 0x03]);
+            s.reply(1, &Response::WriteSingleRegister { addr: 1, value: 3 })
+                .await;
+        });
+        assert_eq!(c.write_single_register(1, 1, 3).await, Ok(Ok(())));
+        slave.await.unwrap();
     }
 
     #[tokio::test]
