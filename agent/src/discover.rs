@@ -45,6 +45,7 @@ use crate::{
             codec::{DEVICE_INFO_ID, DeviceInfo},
         },
         pop::{self, PopClient, PopTiming, codec::PopCodec},
+        slave::rtu::crc_ok,
     },
 };
 
@@ -162,15 +163,6 @@ pub fn list_ports(by_id: &Path) -> Vec<Port> {
         }
     }
     out
-}
-
-/// Modbus CRC-16 (Serial Line V1.02 Appendix B), low byte first on the wire.
-fn crc_ok(frame: &[u8]) -> bool {
-    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS);
-    let Some((body, tail)) = frame.split_last_chunk::<2>() else {
-        return false;
-    };
-    frame.len() >= 4 && CRC.checksum(body) == u16::from_le_bytes(*tail)
 }
 
 /// Split raw captured chunks (each the bytes that arrived between silences)

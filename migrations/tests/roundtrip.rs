@@ -69,6 +69,13 @@ async fn round_trip(db: &DatabaseConnection) {
         "devices",
         "points",
         "readings",
+        "agent_envelopes",
+        "control_settings",
+        "commands",
+        "control_states",
+        "confirmations",
+        "audit_log",
+        "audit_heads",
     ] {
         assert!(
             first

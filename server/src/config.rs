@@ -33,6 +33,63 @@ pub struct Settings {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// Remote control: command lifetimes and confirmation links.
+    pub control: ControlSettings,
+    /// Outgoing e-mail (confirmation links).
+    pub smtp: SmtpSettings,
+}
+
+/// Remote-control settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ControlSettings {
+    /// How long a manual command (setpoint, output, boost) stays valid. An
+    /// agent that receives it later drops it as expired; the server stops
+    /// delivering it to an agent that was offline.
+    pub command_ttl_seconds: u64,
+    /// How long a schedule change stays deliverable to an offline agent
+    /// (a timetable is still wanted tomorrow, a boost is not).
+    pub schedule_ttl_seconds: u64,
+    /// How long an e-mailed confirmation link works.
+    pub confirmation_ttl_minutes: u64,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on localhost, tests).
+    None,
+    /// STARTTLS on a submission port (587), required.
+    Starttls,
+    /// TLS from the first byte (465).
+    Tls,
+}
+
+/// Outgoing mail through an SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpSettings {
+    /// Relay host name; empty disables e-mail (changes outside a comfort band
+    /// then cannot be confirmed and are refused).
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: SmtpTls,
+    /// Login name at the relay; empty = no authentication.
+    pub username: String,
+    /// Password at the relay.
+    pub password: Option<SecretString>,
+    /// Sender address, e.g. `Homecontrol <noreply@example.com>`.
+    pub from: String,
+    /// Give up on one message after this long.
+    pub timeout_seconds: u64,
+}
+
+impl SmtpSettings {
+    /// Whether e-mail is configured.
+    pub fn enabled(&self) -> bool {
+        !self.host.trim().is_empty()
+    }
 }
 
 /// `GET /metrics` settings.
@@ -76,6 +133,10 @@ pub struct HttpSettings {
     /// `X-Forwarded-For` / `Forwarded` headers are believed. Empty: the TCP
     /// peer is the client (a forged header cannot dodge the login throttle).
     pub trusted_proxies: String,
+    /// The address people use to reach the server, e.g.
+    /// `https://homecontrol.example.com`; links in e-mails start with it.
+    /// Empty: `http://<host>:<bound port>` (development).
+    pub public_url: String,
 }
 
 impl HttpSettings {
@@ -172,6 +233,18 @@ pub const ENV_VARS: &[&str] = &[
     "SERVER_LOG__FILTER",
     "SERVER_METRICS__TOKEN",
     "SERVER_METRICS__TOKEN_FILE",
+    "SERVER_HTTP__PUBLIC_URL",
+    "SERVER_CONTROL__COMMAND_TTL_SECONDS",
+    "SERVER_CONTROL__SCHEDULE_TTL_SECONDS",
+    "SERVER_CONTROL__CONFIRMATION_TTL_MINUTES",
+    "SERVER_SMTP__HOST",
+    "SERVER_SMTP__PORT",
+    "SERVER_SMTP__TLS",
+    "SERVER_SMTP__USERNAME",
+    "SERVER_SMTP__PASSWORD",
+    "SERVER_SMTP__PASSWORD_FILE",
+    "SERVER_SMTP__FROM",
+    "SERVER_SMTP__TIMEOUT_SECONDS",
     "SERVER_CONFIG_DIR",
     "RUST_LOG",
 ];
@@ -183,6 +256,7 @@ host = "127.0.0.1"
 port = 8080
 workers = 0
 trusted_proxies = ""
+public_url = ""
 [database]
 url = "sqlite://homecontrol.db?mode=rwc"
 max_connections = 8
@@ -193,6 +267,17 @@ cookie_secure = false
 [log]
 format = "pretty"
 filter = "info,sqlx=warn,sea_orm=warn"
+[control]
+command_ttl_seconds = 300
+schedule_ttl_seconds = 86400
+confirmation_ttl_minutes = 60
+[smtp]
+host = ""
+port = 587
+tls = "starttls"
+username = ""
+from = "Homecontrol <noreply@localhost>"
+timeout_seconds = 20
 "#;
 
 impl Settings {
@@ -281,6 +366,48 @@ impl Settings {
         }
         if self.auth.session_ttl_minutes == 0 {
             bail!("`SERVER_AUTH__SESSION_TTL_MINUTES` must be at least 1");
+        }
+        let public = self.http.public_url.trim();
+        if !public.is_empty() {
+            match url::Url::parse(public) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => bail!(
+                    "`SERVER_HTTP__PUBLIC_URL` is '{public}', which is not an http(s) address"
+                ),
+            }
+        }
+        for (var, v) in [
+            (
+                "SERVER_CONTROL__COMMAND_TTL_SECONDS",
+                self.control.command_ttl_seconds,
+            ),
+            (
+                "SERVER_CONTROL__SCHEDULE_TTL_SECONDS",
+                self.control.schedule_ttl_seconds,
+            ),
+            (
+                "SERVER_CONTROL__CONFIRMATION_TTL_MINUTES",
+                self.control.confirmation_ttl_minutes,
+            ),
+            ("SERVER_SMTP__TIMEOUT_SECONDS", self.smtp.timeout_seconds),
+        ] {
+            if v == 0 {
+                bail!("`{var}` must be at least 1");
+            }
+        }
+        if self.smtp.enabled() {
+            if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+                bail!(
+                    "`SERVER_SMTP__FROM` is '{}', which is not an e-mail address",
+                    self.smtp.from
+                );
+            }
+            if self.environment == Environment::Production && public.is_empty() {
+                bail!(
+                    "`SERVER_HTTP__PUBLIC_URL` must be set in production when e-mail is on \
+                     (confirmation links point there)"
+                );
+            }
         }
         Ok(())
     }
@@ -413,6 +540,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(on.metrics.token(), Some("scrape-me"));
+    }
+
+    #[test]
+    fn smtp_is_off_by_default_and_a_bad_sender_names_the_variable() {
+        let off = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+        assert!(!off.smtp.enabled());
+        assert_eq!(off.control.command_ttl_seconds, 300);
+        let on = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[
+                ("SERVER_SMTP__HOST", "127.0.0.1"),
+                ("SERVER_SMTP__PORT", "2525"),
+                ("SERVER_SMTP__TLS", "none"),
+            ]),
+        )
+        .unwrap();
+        assert!(on.smtp.enabled());
+        assert_eq!(on.smtp.tls, SmtpTls::None);
+        let err = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[
+                ("SERVER_SMTP__HOST", "smtp.example.com"),
+                ("SERVER_SMTP__FROM", "not an address"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("SERVER_SMTP__FROM"), "{err:#}");
+    }
+
+    #[test]
+    fn control_lifetimes_must_be_positive_and_the_public_url_an_address() {
+        let err = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_CONTROL__COMMAND_TTL_SECONDS", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("COMMAND_TTL_SECONDS"),
+            "{err:#}"
+        );
+        let err = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_HTTP__PUBLIC_URL", "homecontrol.example.com")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("PUBLIC_URL"), "{err:#}");
     }
 
     #[test]

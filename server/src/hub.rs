@@ -28,6 +28,7 @@ struct SiteState {
     latest: HashMap<i64, NewReading>,
     agent_connections: u32,
     loaded_from_db: bool,
+    subscriptions: u64,
 }
 
 #[derive(Debug)]
@@ -128,6 +129,15 @@ impl Hub {
         let _ = ch.tx.send(Arc::from(msg.to_string()));
     }
 
+    /// Fan out a control message (a point's control state, a command's
+    /// status) to the site's viewers. These are events, not part of the
+    /// snapshot: a page loaded later reads the same facts from the database.
+    pub fn publish_event(&self, site: SiteId, msg: &serde_json::Value) {
+        let ch = self.channel(site);
+        // No receivers is normal (nobody watching).
+        let _ = ch.tx.send(Arc::from(msg.to_string()));
+    }
+
     /// An agent connection for the site opened.
     pub fn agent_connected(&self, site: SiteId) {
         let ch = self.channel(site);
@@ -177,7 +187,15 @@ impl Hub {
     pub fn subscribe(&self, site: SiteId) -> (String, broadcast::Receiver<Arc<str>>) {
         let ch = self.channel(site);
         let rx = ch.tx.subscribe();
+        lock(&ch.state).subscriptions += 1;
         (self.snapshot(site), rx)
+    }
+
+    /// How many live feeds of the site were opened since this process
+    /// started (a page that reloaded counts again). Tests wait on it to know
+    /// a freshly loaded page is listening.
+    pub fn subscriptions(&self, site: SiteId) -> u64 {
+        lock(&self.channel(site).state).subscriptions
     }
 
     /// The full current state as one `snapshot` message.
@@ -286,6 +304,20 @@ mod tests {
         assert!(rx.try_recv().unwrap().contains("true"));
         assert!(rx.try_recv().unwrap().contains("false"));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn control_events_reach_the_sites_viewers_only() {
+        let hub = Hub::default();
+        let (a, b) = (SiteId::new(), SiteId::new());
+        let (_, mut rx_a) = hub.subscribe(a);
+        let (_, mut rx_b) = hub.subscribe(b);
+        hub.publish_event(
+            a,
+            &serde_json::json!({"type": "control_state", "control": "x/y"}),
+        );
+        assert!(rx_a.try_recv().unwrap().contains("control_state"));
+        assert!(rx_b.try_recv().is_err());
     }
 
     #[test]

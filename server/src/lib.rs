@@ -22,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod hub;
+pub mod links;
 pub mod metrics;
 pub mod routes;
 pub mod services;

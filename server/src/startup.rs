@@ -16,9 +16,12 @@ use crate::{
     config::Settings,
     error::AppError,
     hub::Hub,
+    links::AgentLinks,
     metrics::Metrics,
-    routes::{agent_ws, assets, auth, health, live, metrics, pages, sites},
-    services::{auth::SessionKeys, db_health::DbHealth, throttle::LoginThrottle},
+    routes::{
+        agent_ws, assets, audit, auth, confirm, controls, health, live, metrics, pages, sites,
+    },
+    services::{auth::SessionKeys, db_health::DbHealth, mail::Mailer, throttle::LoginThrottle},
     state::AppState,
     store,
     views::AssetTable,
@@ -52,6 +55,10 @@ impl Application {
             .local_addr()
             .context("reading the bound address")?
             .port();
+        let public_url = match settings.http.public_url.trim() {
+            "" => format!("http://{}:{port}", settings.http.host),
+            url => url.trim_end_matches('/').to_owned(),
+        };
         let state = AppState {
             db,
             sessions: SessionKeys::new(&settings.auth),
@@ -60,6 +67,9 @@ impl Application {
             assets: Arc::new(AssetTable::embedded()),
             metrics: Arc::new(Metrics::new()),
             db_health: DbHealth::default(),
+            links: AgentLinks::default(),
+            mailer: Mailer::new(&settings.smtp).context("setting up e-mail")?,
+            public_url: Arc::from(public_url),
             settings: Arc::new(settings),
         };
         let server = run(listener, state.clone())?;
@@ -131,6 +141,44 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
                 web::get().to(sites::site_dashboard_page),
             )
             .route("/sites/{site_id}/live", web::get().to(live::site_live_feed))
+            .route(
+                "/sites/{site_id}/controls",
+                web::get().to(controls::controls_page_handler),
+            )
+            .route(
+                "/sites/{site_id}/controls/setpoint",
+                web::post().to(controls::set_setpoint),
+            )
+            .route(
+                "/sites/{site_id}/controls/output",
+                web::post().to(controls::set_output),
+            )
+            .route(
+                "/sites/{site_id}/controls/action",
+                web::post().to(controls::run_action),
+            )
+            .route(
+                "/sites/{site_id}/controls/settings",
+                web::post().to(controls::save_settings),
+            )
+            .route(
+                "/sites/{site_id}/schedule",
+                web::get().to(controls::schedule_page),
+            )
+            .route(
+                "/sites/{site_id}/schedule",
+                web::post().to(controls::save_schedule),
+            )
+            .route("/sites/{site_id}/audit", web::get().to(audit::audit_page))
+            .route(
+                "/sites/{site_id}/audit.csv",
+                web::get().to(audit::audit_csv),
+            )
+            .route("/confirm/{token}", web::get().to(confirm::confirm_page))
+            .route(
+                "/confirm/{token}",
+                web::post().to(confirm::confirm_decision),
+            )
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(AppError::NotFound)
             }))

@@ -7,8 +7,9 @@ use sea_orm::DatabaseConnection;
 use crate::{
     config::Settings,
     hub::Hub,
+    links::AgentLinks,
     metrics::Metrics,
-    services::{auth::SessionKeys, db_health::DbHealth, throttle::LoginThrottle},
+    services::{auth::SessionKeys, db_health::DbHealth, mail::Mailer, throttle::LoginThrottle},
     views::AssetTable,
 };
 
@@ -31,4 +32,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cached "does the database answer?".
     pub db_health: DbHealth,
+    /// Agents with a live session on this server.
+    pub links: AgentLinks,
+    /// Outgoing e-mail.
+    pub mailer: Mailer,
+    /// Base of links in e-mails, without a trailing slash.
+    pub public_url: Arc<str>,
 }

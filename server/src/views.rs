@@ -21,6 +21,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub mod controls;
+
 use askama::Template;
 use sha2::{Digest, Sha256};
 
@@ -319,6 +321,178 @@ pub fn translate(lang: &str, key: &str) -> &'static str {
         "gauges" => ("Measurements", "Mittaukset"),
         "back_home" => ("Back to the start page", "Takaisin etusivulle"),
         "error" => ("Error", "Virhe"),
+        // ---- site navigation ----
+        "nav_dashboard" => ("Dashboard", "Näkymä"),
+        "nav_controls" => ("Controls", "Ohjaukset"),
+        "nav_audit" => ("Audit log", "Tapahtumaloki"),
+        // ---- controls page ----
+        "controls_title" => ("Controls", "Ohjaukset"),
+        "setpoints" => ("Room setpoints", "Huoneiden asetusarvot"),
+        "outputs" => ("Outputs", "Lähdöt"),
+        "actions" => ("Functions", "Toiminnot"),
+        "no_controls" => (
+            "This site's agent offers no remote controls.",
+            "Kohteen agentti ei tarjoa etäohjauksia.",
+        ),
+        "read_only" => (
+            "Read-only view: this account cannot change anything.",
+            "Vain katselu: tällä tunnuksella ei voi muuttaa mitään.",
+        ),
+        "agent_offline_note" => (
+            "The site is offline. Changes wait for it to connect, and are dropped if they expire first.",
+            "Kohde ei ole yhteydessä. Muutokset odottavat yhteyttä ja raukeavat, jos ne vanhenevat ensin.",
+        ),
+        "commanded" => ("Commanded", "Asetettu"),
+        "reported" => ("Device reports", "Laite ilmoittaa"),
+        "why_schedule" => ("Following the schedule", "Aikaohjelman mukaan"),
+        "why_manual" => ("Manual until", "Käsiohjaus, päättyy"),
+        "why_action" => ("Boost until", "Tehostus, päättyy"),
+        "why_device" => ("The device's own value", "Laitteen oma arvo"),
+        "why_clamped" => (
+            "Limited to the device's limit",
+            "Rajoitettu laitteen rajaan",
+        ),
+        "why_none" => (
+            "No report from the device yet",
+            "Ei vielä tietoa laitteelta",
+        ),
+        "set" => ("Set", "Aseta"),
+        "decrease" => ("Lower by one step", "Laske yhden askeleen"),
+        "increase" => ("Raise by one step", "Nosta yhden askeleen"),
+        "turn_on" => ("On", "Päälle"),
+        "turn_off" => ("Off", "Pois"),
+        "to_schedule" => ("Back to schedule", "Aikaohjelmaan"),
+        "start" => ("Start", "Käynnistä"),
+        "stop" => ("Stop", "Pysäytä"),
+        "duration" => ("Duration", "Kesto"),
+        "running_until" => ("Running until", "Käynnissä, päättyy"),
+        "not_running" => ("Not running", "Ei käynnissä"),
+        "last_command" => ("Last command", "Viimeisin komento"),
+        "by" => ("by", "tekijä"),
+        "st_held" => (
+            "Waiting for the owner's confirmation",
+            "Odottaa omistajan vahvistusta",
+        ),
+        "st_sent" => (
+            "Sent, waiting for the device",
+            "Lähetetty, odottaa laitetta",
+        ),
+        "st_queued" => (
+            "Waiting for the site to connect",
+            "Odottaa kohteen yhteyttä",
+        ),
+        "st_applied" => ("Applied", "Toteutettu"),
+        "st_rejected" => ("Refused by the site", "Kohde hylkäsi"),
+        "st_expired" => ("Expired, not applied", "Vanhentui, ei toteutettu"),
+        "st_failed" => ("Failed", "Epäonnistui"),
+        "st_cancelled" => ("Cancelled", "Peruttu"),
+        "st_unknown" => ("Unknown", "Tuntematon"),
+        "comfort_band" => ("Comfort band", "Mukavuusalue"),
+        "limits" => ("Device limits", "Laitteen rajat"),
+        "edit_schedule" => ("Weekly schedule", "Viikko-ohjelma"),
+        "installer_settings" => ("Installer settings", "Asentajan asetukset"),
+        "band_min" => ("Comfort band from", "Mukavuusalue alkaen"),
+        "band_max" => ("to", "asti"),
+        "band_hint" => (
+            "Empty = the device's limits. Changes outside the band need the owner's confirmation.",
+            "Tyhjä = laitteen rajat. Alueen ulkopuoliset muutokset vaativat omistajan vahvistuksen.",
+        ),
+        "visible_to_homeowner" => ("Shown to homeowners", "Näytetään asukkaalle"),
+        "save" => ("Save", "Tallenna"),
+        "notice_sent" => ("Sent to the site.", "Lähetetty kohteeseen."),
+        "notice_queued" => (
+            "Saved. The site is offline; the change is sent when it connects.",
+            "Tallennettu. Kohde ei ole yhteydessä; muutos lähetetään, kun yhteys palaa.",
+        ),
+        "notice_held" => (
+            "Outside the comfort band: the owner got an e-mail to confirm the change.",
+            "Mukavuusalueen ulkopuolella: omistaja sai sähköpostin muutoksen vahvistamiseksi.",
+        ),
+        "notice_saved" => ("Settings saved.", "Asetukset tallennettu."),
+        // ---- schedule editor ----
+        "schedule_title" => ("Weekly schedule", "Viikko-ohjelma"),
+        "schedule_lead" => (
+            "On-periods per day in local time, e.g. 06:00-08:00, 16:00-22:00. Empty = off all day.",
+            "Päällä-jaksot päivittäin paikallista aikaa, esim. 06:00-08:00, 16:00-22:00. Tyhjä = pois koko päivän.",
+        ),
+        "time_zone" => ("Time zone", "Aikavyöhyke"),
+        "on_value" => ("Value inside the periods", "Arvo jaksojen aikana"),
+        "off_value" => ("Value outside the periods", "Arvo jaksojen ulkopuolella"),
+        "mon" => ("Monday", "Maanantai"),
+        "tue" => ("Tuesday", "Tiistai"),
+        "wed" => ("Wednesday", "Keskiviikko"),
+        "thu" => ("Thursday", "Torstai"),
+        "fri" => ("Friday", "Perjantai"),
+        "sat" => ("Saturday", "Lauantai"),
+        "sun" => ("Sunday", "Sunnuntai"),
+        "exceptions" => ("Exception days", "Poikkeuspäivät"),
+        "exceptions_lead" => (
+            "Dates that do not follow the week plan. Leave the date empty to remove a row.",
+            "Päivät, jotka eivät noudata viikko-ohjelmaa. Tyhjennä päivämäärä poistaaksesi rivin.",
+        ),
+        "ex_date" => ("Date", "Päivämäärä"),
+        "ex_kind" => ("Kind", "Tyyppi"),
+        "ex_periods" => ("On-periods that day", "Päällä-jaksot sinä päivänä"),
+        "holiday" => ("Holiday", "Loma / pyhä"),
+        "away" => ("Away", "Poissa"),
+        "send_schedule" => ("Send schedule", "Lähetä aikaohjelma"),
+        "back_controls" => ("Back to controls", "Takaisin ohjauksiin"),
+        // ---- audit ----
+        "audit_title" => ("Audit log", "Tapahtumaloki"),
+        "chain_ok" => (
+            "Hash chain intact; entries verified:",
+            "Tarkistusketju eheä; tarkistettuja merkintöjä:",
+        ),
+        "chain_broken" => ("Hash chain BROKEN:", "Tarkistusketju RIKKI:"),
+        "export_csv" => ("Download CSV", "Lataa CSV"),
+        "audit_truncated" => (
+            "Only the newest entries are listed; the CSV holds them all.",
+            "Vain uusimmat merkinnät näytetään; CSV sisältää kaikki.",
+        ),
+        "no_entries" => ("Nothing has been logged yet.", "Ei vielä merkintöjä."),
+        "col_time" => ("Time", "Aika"),
+        "col_actor" => ("Who", "Kuka"),
+        "col_action" => ("Action", "Toiminto"),
+        "col_target" => ("Target", "Kohde"),
+        "col_before" => ("Before", "Ennen"),
+        "col_after" => ("After", "Jälkeen"),
+        "col_decision" => ("Decision", "Päätös"),
+        "col_result" => ("Result", "Tulos"),
+        // ---- confirmation ----
+        "confirm_title" => ("Confirm a change", "Vahvista muutos"),
+        "confirm_lead" => (
+            "This change is outside the comfort band. Nothing changes unless you confirm it.",
+            "Muutos on mukavuusalueen ulkopuolella. Mikään ei muutu, ellet vahvista sitä.",
+        ),
+        "site" => ("Site", "Kohde"),
+        "requested_by" => ("Requested by", "Pyytäjä"),
+        "requested_at" => ("Requested at", "Pyydetty"),
+        "control" => ("Control", "Ohjaus"),
+        "new_value" => ("Change", "Muutos"),
+        "why_confirm" => ("Why it needs you", "Miksi vahvistus tarvitaan"),
+        "link_expires" => ("This link expires", "Linkki vanhenee"),
+        "confirm_yes" => ("Confirm and send", "Vahvista ja lähetä"),
+        "confirm_no" => ("Decline", "Hylkää"),
+        "confirmed" => (
+            "Confirmed: the change was sent to the site.",
+            "Vahvistettu: muutos lähetettiin kohteeseen.",
+        ),
+        "declined" => (
+            "Declined: nothing was changed.",
+            "Hylätty: mitään ei muutettu.",
+        ),
+        "link_expired" => (
+            "This confirmation link has expired. Nothing was changed; ask for the change again if it is still wanted.",
+            "Vahvistuslinkki on vanhentunut. Mitään ei muutettu; pyydä muutosta uudelleen, jos sitä yhä tarvitaan.",
+        ),
+        "link_used" => (
+            "This confirmation link has already been used (or the change was already decided). It works only once.",
+            "Vahvistuslinkki on jo käytetty (tai muutoksesta on jo päätetty). Linkki toimii vain kerran.",
+        ),
+        "link_unknown" => (
+            "This confirmation link is not valid. Check that the whole address was copied.",
+            "Vahvistuslinkki ei kelpaa. Tarkista, että koko osoite kopioitui.",
+        ),
         _ => return "??",
     };
     if fi { fi_text } else { en }
@@ -337,6 +511,10 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     (
         "js/localtime.js",
         include_bytes!("../../static/js/localtime.js"),
+    ),
+    (
+        "js/controls.js",
+        include_bytes!("../../static/js/controls.js"),
     ),
     ("img/icon.svg", include_bytes!("../../static/img/icon.svg")),
 ];

@@ -424,16 +424,10 @@ fn pdu_request(req: &WriteRequest) -> pdu::Request {
 /// An RTU ADU: address, PDU, CRC-16/MODBUS low byte first (Serial Line
 /// V1.02 §2.5.1.2).
 pub fn rtu_adu(address: u8, req: &pdu::Request) -> Result<Vec<u8>, TransportError> {
-    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS);
     let pdu = req
         .encode()
         .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
-    let mut adu = Vec::with_capacity(pdu.len() + 3);
-    adu.push(address);
-    adu.extend_from_slice(&pdu);
-    let crc = CRC.checksum(&adu);
-    adu.extend_from_slice(&crc.to_le_bytes());
-    Ok(adu)
+    Ok(super::slave::rtu::frame(address, &pdu))
 }
 
 fn mismatch(rsp: &Response) -> TransportError {

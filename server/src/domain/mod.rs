@@ -1,6 +1,8 @@
 //! Pure types and rules: no I/O, no database, no clock reads.
 
 pub mod access;
+pub mod audit;
+pub mod control;
 pub mod dashboard;
 pub mod ids;
 pub mod units;

@@ -5,6 +5,12 @@
 //! and no socket. After the upgrade the first message must be a `hello`
 //! within [`HELLO_TIMEOUT`]. A malformed message gets an `error` reply and the
 //! session goes on; a batch is acknowledged only after its transaction commits.
+//!
+//! Commands flow down the same socket: right after the welcome, and whenever
+//! the [`crate::links::AgentLinks`] registry pokes the session, it sends every
+//! undelivered, unexpired command of its agent (see
+//! [`crate::services::control`]). Command results and control states coming
+//! up are stored, audited and pushed to the site's live feed.
 
 use std::time::Duration;
 
@@ -16,7 +22,9 @@ use protocol::{AgentToServer, ErrorCode, ErrorReply, ServerToAgent};
 use crate::{
     domain::AgentId,
     error::AppError,
+    links::LinkHandle,
     services::{
+        control,
         ingest::{self, IngestError},
         secrets,
     },
@@ -97,9 +105,42 @@ struct Link {
     state: std::sync::Arc<AppState>,
     agent: AgentRecord,
     index: Option<PointIndex>,
+    handle: Option<LinkHandle>,
 }
 
 impl Link {
+    /// Send the agent's waiting commands, each claimed first so that two
+    /// sessions of one agent never both send it. A database error leaves them
+    /// waiting for the next poke or hello.
+    async fn deliver(&mut self, session: &mut Session) -> Next {
+        let commands = match control::deliverable(&self.state, &self.agent).await {
+            Ok(c) => c,
+            Err(e) => {
+                log_store_error(&self.agent, &e);
+                return Next::Continue;
+            }
+        };
+        for cmd in commands {
+            match control::claim(&self.state, cmd.id).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    log_store_error(&self.agent, &e);
+                    return Next::Continue;
+                }
+            }
+            let id = cmd.id;
+            if !send(session, &ServerToAgent::Command(cmd)).await {
+                if let Err(e) = control::unclaim(&self.state, id).await {
+                    log_store_error(&self.agent, &e);
+                }
+                return Next::Close;
+            }
+            tracing::info!(agent_id = %self.agent.id, command_id = %id, "command delivered");
+        }
+        Next::Continue
+    }
+
     async fn on_text(&mut self, session: &mut Session, text: &str) -> Next {
         let msg = match AgentToServer::from_json(text) {
             Ok(m) => m,
@@ -146,7 +187,17 @@ impl Link {
                             self.state.metrics.agents_connected.inc();
                         }
                         self.index = Some(index);
-                        ServerToAgent::Welcome(welcome)
+                        // Registered before the welcome, so the agent counts as
+                        // connected once it has its welcome. A poke can only be
+                        // handled after this function returns, so the welcome
+                        // still goes first and commands follow it.
+                        if self.handle.is_none() {
+                            self.handle = Some(self.state.links.register(self.agent.id));
+                        }
+                        if !send(session, &ServerToAgent::Welcome(welcome)).await {
+                            return Next::Close;
+                        }
+                        return self.deliver(session).await;
                     }
                     Err(e) => {
                         tracing::warn!(agent_id = %self.agent.id, error = %e, "storing agent catalogue failed");
@@ -224,11 +275,17 @@ impl Link {
             (AgentToServer::CommandResult(result), Some(_)) => {
                 tracing::info!(agent_id = %self.agent.id, command_id = %result.id,
                     outcome = ?result.outcome, reason = result.reason.as_deref().unwrap_or(""), "command result");
+                if let Err(e) = control::record_result(&self.state, &self.agent, &result).await {
+                    log_store_error(&self.agent, &e);
+                }
                 return Next::Continue;
             }
             (AgentToServer::ControlState(state), Some(_)) => {
                 tracing::debug!(agent_id = %self.agent.id, device = %state.device,
                     point = %state.point, source = ?state.source, "control state");
+                if let Err(e) = control::record_state(&self.state, &self.agent, &state).await {
+                    log_store_error(&self.agent, &e);
+                }
                 return Next::Continue;
             }
             (AgentToServer::Unknown, Some(_)) => return Next::Continue,
@@ -257,6 +314,7 @@ async fn run_session(
         state: state.clone(),
         agent,
         index: None,
+        handle: None,
     };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -264,6 +322,7 @@ async fn run_session(
     tokio::pin!(hello_deadline);
     let mut last_heard = tokio::time::Instant::now();
     let reason = loop {
+        let wake = link.handle.as_ref().map(LinkHandle::notifier);
         tokio::select! {
             incoming = stream.next() => {
                 last_heard = tokio::time::Instant::now();
@@ -285,12 +344,24 @@ async fn run_session(
                 }
             }
             _ = &mut hello_deadline, if link.index.is_none() => break "no hello in time",
+            _ = async { match &wake { Some(n) => n.notified().await, None => std::future::pending().await } } => {
+                if let Next::Close = link.deliver(&mut session).await { break "send failed"; }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT { break "idle timeout"; }
                 if session.ping(b"").await.is_err() { break "send failed"; }
+                // Safety net: a command stored by another server replica (whose
+                // poke cannot reach this session) or left after a database
+                // error is delivered within one ping interval.
+                if link.handle.is_some() && matches!(link.deliver(&mut session).await, Next::Close) {
+                    break "send failed";
+                }
             }
         }
     };
+    if let Some(h) = &link.handle {
+        state.links.unregister(h);
+    }
     if link.index.is_some() {
         state.hub.agent_disconnected(site);
         state.metrics.agents_connected.dec();

@@ -4,7 +4,10 @@
 
 pub mod agent_ws;
 pub mod assets;
+pub mod audit;
 pub mod auth;
+pub mod confirm;
+pub mod controls;
 pub mod health;
 pub mod live;
 pub mod metrics;

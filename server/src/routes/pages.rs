@@ -93,6 +93,19 @@ pub fn csrf(req: &HttpRequest, secure: bool) -> (String, Option<Cookie<'static>>
     (token, Some(cookie))
 }
 
+/// Refuse a form whose CSRF token does not match the request's cookie
+/// (double submit; see `services::auth`).
+pub fn check_csrf(req: &HttpRequest, submitted: &str) -> Result<(), AppError> {
+    if crate::services::auth::csrf_matches(
+        req.cookie(CSRF_COOKIE).as_ref().map(|c| c.value()),
+        submitted,
+    ) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
 /// Page chrome for a request.
 pub fn chrome(
     req: &HttpRequest,
@@ -112,7 +125,8 @@ pub fn chrome(
     )
 }
 
-fn preferred_lang(req: &HttpRequest) -> String {
+/// The UI language the browser prefers: `fi` or `en`.
+pub fn preferred_lang(req: &HttpRequest) -> String {
     let accept = req
         .headers()
         .get(header::ACCEPT_LANGUAGE)

@@ -51,6 +51,9 @@ where
 {
     let txn = db.begin().await?;
     let index = catalogue::upsert(&txn, agent, &hello.devices).await?;
+    // The envelope copy is replaced on every hello (the agent's local
+    // configuration may have changed while it was away).
+    crate::store::control::save_envelope(&txn, agent, hello.envelope.as_ref()).await?;
     people::touch_agent(&txn, agent.id, hello.software.as_deref()).await?;
     txn.commit().await?;
     let welcome = Welcome {

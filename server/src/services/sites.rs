@@ -30,6 +30,17 @@ pub async fn open(
     Ok(OpenSite { summary, role })
 }
 
+/// Open the site named by a URL path segment (404 for strangers and
+/// malformed ids alike), without loading its points.
+pub async fn open_by_path(
+    db: &impl ConnectionTrait,
+    memberships: &[Membership],
+    raw_id: &str,
+) -> Result<OpenSite, AppError> {
+    let id: SiteId = raw_id.parse().map_err(|_| AppError::NotFound)?;
+    open(db, memberships, id).await
+}
+
 /// Open the site named by a URL path segment for viewing: parse the id, check
 /// access (404 for strangers and malformed ids alike) and make sure the live
 /// values are loaded.

@@ -2,7 +2,9 @@
 //! `&impl ConnectionTrait` (so it works inside a transaction) and returns
 //! domain types. Tenant-owned lookups take the ids that scope them.
 
+pub mod audit;
 pub mod catalogue;
+pub mod control;
 pub mod entities;
 pub mod people;
 pub mod readings;

@@ -400,3 +400,45 @@ pub async fn agents_of_site(
         })
         .collect())
 }
+
+/// A person to notify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Id.
+    pub id: UserId,
+    /// E-mail.
+    pub email: String,
+    /// Shown name.
+    pub display_name: String,
+}
+
+/// The enabled homeowners of a site (the site's owners, who confirm changes
+/// outside the comfort band).
+pub async fn homeowners_of_site(
+    db: &impl ConnectionTrait,
+    site: SiteRef,
+) -> Result<Vec<Contact>, StoreError> {
+    let rows = memberships::Entity::find()
+        .filter(memberships::Column::TenantId.eq(site.tenant_id.0))
+        .filter(memberships::Column::SiteId.eq(site.site_id.0))
+        .filter(memberships::Column::Role.eq(Role::Homeowner.as_str()))
+        .all(db)
+        .await?;
+    let mut out: Vec<Contact> = Vec::new();
+    for m in rows {
+        if out.iter().any(|c| c.id.0 == m.user_id) {
+            continue;
+        }
+        if let Some(u) = users::Entity::find_by_id(m.user_id).one(db).await?
+            && !u.disabled
+        {
+            out.push(Contact {
+                id: UserId(u.id),
+                email: u.email,
+                display_name: u.display_name,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.email.cmp(&b.email));
+    Ok(out)
+}

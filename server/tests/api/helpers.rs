@@ -15,8 +15,8 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    AgentToServer, DeviceInfo, Hello, PointInfo, PointKind, Quality, Reading, ReadingsBatch,
-    ServerToAgent,
+    ActionInfo, AgentToServer, ControlKind, DeviceInfo, Envelope, Hello, PointInfo, PointKind,
+    Quality, Reading, ReadingsBatch, ServerToAgent, WritableInfo,
 };
 use reqwest::{
     Response,
@@ -101,6 +101,17 @@ impl Browser {
 /// Start the application on a fresh database of the configured backend.
 pub async fn spawn_app() -> TestApp {
     spawn_app_on(TestDb::fresh().await).await
+}
+
+/// Start the application on a fresh database with settings changed by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::fresh().await;
+    let mut settings = Settings::for_database(&db.url);
+    tweak(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("building the application");
+    start(app, db).await
 }
 
 /// Start the application on `db` with default test settings.
@@ -308,6 +319,15 @@ impl TestApp {
             .expect("the agent connects")
     }
 
+    /// Connect a test agent that announces [`envelope`] and expect a welcome.
+    pub async fn controllable_agent(&self, creds: &AgentCreds) -> TestAgent {
+        let mut agent = self.agent(creds).await;
+        match agent.hello_with_envelope(creds.id, Some(envelope())).await {
+            ServerToAgent::Welcome(_) => agent,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
     /// Connect a test agent, say hello with the standard catalogue and
     /// expect a welcome.
     pub async fn agent_with_hello(&self, creds: &AgentCreds) -> TestAgent {
@@ -452,6 +472,42 @@ pub fn catalogue() -> Vec<DeviceInfo> {
     }]
 }
 
+/// The envelope every controllable test agent announces: a room setpoint
+/// (18–27 °C in 0.1 steps), a car-heater output and a 3-hour hot-water boost.
+pub fn envelope() -> Envelope {
+    Envelope {
+        writables: vec![
+            WritableInfo {
+                device: "pop1".into(),
+                point: "room3_floor_setpoint".into(),
+                kind: ControlKind::Setpoint,
+                min: 18.0,
+                max: 27.0,
+                step: 0.1,
+                max_change_per_hour: Some(4.0),
+                max_override_s: 86_400,
+                schedulable: true,
+            },
+            WritableInfo {
+                device: "pop1".into(),
+                point: "car_heater".into(),
+                kind: ControlKind::Output,
+                min: 0.0,
+                max: 1.0,
+                step: 1.0,
+                max_change_per_hour: None,
+                max_override_s: 10_800,
+                schedulable: true,
+            },
+        ],
+        actions: vec![ActionInfo {
+            name: "boost_dhw".into(),
+            label: Some("Lämmin vesi tehostus / boost hot water".into()),
+            max_duration_s: 10_800,
+        }],
+    }
+}
+
 /// A reading of `heatpump/<point>` at `2026-11-21 12:00 UTC + secs`.
 pub fn reading(point: &str, secs: i64, value: f64) -> Reading {
     Reading {
@@ -526,6 +582,23 @@ impl TestAgent {
             software: Some("test-agent".into()),
             devices: catalogue(),
             envelope: None,
+        }))
+        .await
+    }
+
+    /// Say hello with the standard catalogue and `envelope`.
+    pub async fn hello_with_envelope(
+        &mut self,
+        agent_id: AgentId,
+        envelope: Option<Envelope>,
+    ) -> ServerToAgent {
+        self.request(&AgentToServer::Hello(Hello {
+            agent_id: agent_id.0,
+            version: protocol::PROTOCOL_VERSION,
+            capabilities: vec!["readings".into(), "control".into()],
+            software: Some("test-agent".into()),
+            devices: catalogue(),
+            envelope,
         }))
         .await
     }

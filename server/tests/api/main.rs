@@ -7,11 +7,15 @@
 
 mod admin_cli;
 mod agent_link;
+mod audit;
 mod auth;
+mod confirmation;
+mod controls;
 mod database_down;
 mod health;
 mod helpers;
 mod ingest;
 mod live_feed;
 mod metrics;
+mod smtp;
 mod tenant_isolation;

@@ -1,0 +1,828 @@
+//! Views of the remote-control pages: a site's Controls page, the weekly
+//! schedule editor, the audit log and the e-mailed confirmation page.
+//!
+//! Builders here turn service data into prepared strings (numbers in the
+//! viewer's notation, times as RFC 3339 plus a UTC fallback that
+//! `static/js/localtime.js` re-renders locally), so the templates hold no
+//! logic. `static/js/controls.js` keeps the cards current from the live feed;
+//! everything it needs comes through `data-*` attributes.
+
+use askama::Template;
+use protocol::{ControlKind, ControlRequest, ControlSource, ControlState, WeeklySchedule};
+use time::OffsetDateTime;
+
+use super::{Chrome, translate, utc_fallback};
+use crate::{
+    domain::{
+        audit::{ChainFault, ChainedEntry},
+        control::{self, Access, EXCEPTION_LABELS, MAX_EXCEPTIONS, format_periods, format_value},
+        dashboard::localized_label,
+    },
+    services::control::{ActionControl, SiteControls, WritableControl},
+    store::control::{CommandRecord, CommandStatus},
+};
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A number for people: the step's decimals, a decimal comma in Finnish.
+pub fn shown(v: f64, step: f64, lang: &str) -> String {
+    let s = format_value(v, step);
+    if lang == "fi" { s.replace('.', ",") } else { s }
+}
+
+/// A moment shown on a page: machine time for JS, UTC text as fallback.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moment {
+    /// RFC 3339 UTC.
+    pub iso: String,
+    /// "2026-11-21 12:00 UTC".
+    pub text: String,
+}
+
+impl Moment {
+    /// The moment `t`.
+    pub fn of(t: OffsetDateTime) -> Self {
+        let iso = rfc3339(t);
+        Self {
+            text: utc_fallback(&iso),
+            iso,
+        }
+    }
+}
+
+/// The newest command of a control.
+#[derive(Clone, Debug)]
+pub struct LastCommandView {
+    /// `held_for_confirmation`, `sent`, `queued` (sent, not yet delivered),
+    /// `applied`, ... (the CSS and JS hook).
+    pub status: String,
+    /// Localised status.
+    pub status_text: String,
+    /// The agent's or server's reason, if any.
+    pub reason: String,
+    /// When it was asked.
+    pub at: Moment,
+    /// Who asked.
+    pub by: String,
+}
+
+/// `queued` only while the site is offline: a command stored a moment ago for
+/// a connected agent is being handed over, and "waiting for the site to
+/// connect" would be wrong.
+fn status_key(c: &CommandRecord, agent_online: bool) -> &'static str {
+    match c.status {
+        CommandStatus::Sent if c.delivered_at.is_none() && !agent_online => "queued",
+        s => s.as_str(),
+    }
+}
+
+/// Localised text of a status key (see [`LastCommandView::status`]).
+pub fn status_text(lang: &str, key: &str) -> &'static str {
+    translate(
+        lang,
+        match key {
+            "held_for_confirmation" => "st_held",
+            "sent" => "st_sent",
+            "queued" => "st_queued",
+            "applied" => "st_applied",
+            "rejected" => "st_rejected",
+            "expired" => "st_expired",
+            "failed" => "st_failed",
+            "cancelled" => "st_cancelled",
+            _ => "st_unknown",
+        },
+    )
+}
+
+fn last_view(c: &Option<CommandRecord>, lang: &str, agent_online: bool) -> Option<LastCommandView> {
+    c.as_ref().map(|c| {
+        let key = status_key(c, agent_online);
+        LastCommandView {
+            status: key.to_owned(),
+            status_text: status_text(lang, key).to_owned(),
+            reason: c.reason.clone().unwrap_or_default(),
+            at: Moment::of(c.issued_at),
+            by: c.requested_by_name.clone(),
+        }
+    })
+}
+
+/// Why a point has its value, as a source key and a localised phrase.
+fn why(state: Option<&ControlState>, lang: &str) -> (String, String, Option<Moment>) {
+    let Some(s) = state else {
+        return ("none".into(), translate(lang, "why_none").into(), None);
+    };
+    let until = s.until.map(Moment::of);
+    let (key, text) = match s.source {
+        ControlSource::Schedule => ("schedule", "why_schedule"),
+        ControlSource::Manual => ("manual", "why_manual"),
+        ControlSource::Action => ("action", "why_action"),
+        ControlSource::Device => ("device", "why_device"),
+        ControlSource::Clamped => ("clamped", "why_clamped"),
+        ControlSource::Unknown => ("unknown", "why_none"),
+    };
+    (key.into(), translate(lang, text).into(), until)
+}
+
+/// One setpoint or output card.
+#[derive(Clone, Debug)]
+pub struct ControlCard {
+    /// `device/point` (the forms' `control` field, `data-control-key`).
+    pub key: String,
+    /// Element id.
+    pub dom_id: String,
+    /// Label.
+    pub label: String,
+    /// Unit symbol (setpoints).
+    pub unit: String,
+    /// `setpoint` or `output`.
+    pub kind: &'static str,
+    /// What the agent commands, shown.
+    pub commanded: String,
+    /// What the device reports, shown.
+    pub reported: String,
+    /// `schedule`, `manual`, `action`, `device`, `clamped` or `none`.
+    pub source: String,
+    /// Localised reason phrase.
+    pub why: String,
+    /// End of the override or action.
+    pub until: Option<Moment>,
+    /// Decimals of the step (for JS).
+    pub decimals: usize,
+    /// Number input: current value and limits for this person.
+    pub value_input: String,
+    /// Input `min`.
+    pub input_min: String,
+    /// Input `max`.
+    pub input_max: String,
+    /// Input `step`.
+    pub input_step: String,
+    /// One step down, if allowed.
+    pub minus: Option<String>,
+    /// One step up, if allowed.
+    pub plus: Option<String>,
+    /// "19.0–23.0 °C".
+    pub band_text: String,
+    /// "18.0–27.0 °C".
+    pub limits_text: String,
+    /// Installer form: band min (empty = envelope).
+    pub band_min: String,
+    /// Installer form: band max.
+    pub band_max: String,
+    /// Shown to homeowners.
+    pub visible: bool,
+    /// Can follow a schedule.
+    pub schedulable: bool,
+    /// The schedule editor.
+    pub schedule_url: String,
+    /// The newest command.
+    pub last: Option<LastCommandView>,
+    /// Output state now: `on`, `off` or `unknown`.
+    pub output_state: &'static str,
+}
+
+/// A named action (boost) card.
+#[derive(Clone, Debug)]
+pub struct ActionCard {
+    /// `action:name`.
+    pub key: String,
+    /// Action name (the form's `action` field).
+    pub name: String,
+    /// Element id.
+    pub dom_id: String,
+    /// Label in the viewer's language.
+    pub label: String,
+    /// Running now.
+    pub running: bool,
+    /// Until when.
+    pub until: Option<Moment>,
+    /// Offered durations: minutes and their text.
+    pub durations: Vec<(u64, String)>,
+    /// Shown to homeowners.
+    pub visible: bool,
+    /// The newest command.
+    pub last: Option<LastCommandView>,
+}
+
+/// `GET /sites/{id}/controls`.
+#[derive(Template)]
+#[template(path = "site/controls.html")]
+pub struct ControlsPage {
+    pub chrome: Chrome,
+    pub site_id: String,
+    pub site_name: String,
+    pub organisation: String,
+    pub live_url: String,
+    pub agent_online: bool,
+    /// May send commands.
+    pub can_operate: bool,
+    /// May edit comfort bands and visibility (installer).
+    pub can_configure: bool,
+    /// May open the audit log.
+    pub can_audit: bool,
+    /// A refusal to show above the controls.
+    pub error: Option<String>,
+    /// A neutral message ("sent", "waiting for confirmation").
+    pub notice: Option<String>,
+    pub setpoints: Vec<ControlCard>,
+    pub outputs: Vec<ControlCard>,
+    pub actions: Vec<ActionCard>,
+}
+
+/// Everything the Controls page builder needs besides the controls.
+pub struct ControlsContext {
+    pub chrome: Chrome,
+    pub site_id: String,
+    pub site_name: String,
+    pub organisation: String,
+    pub agent_online: bool,
+    pub access: Access,
+    pub can_configure: bool,
+    pub can_audit: bool,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+fn card(
+    w: &WritableControl,
+    n: usize,
+    access: Access,
+    site_id: &str,
+    lang: &str,
+    agent_online: bool,
+) -> ControlCard {
+    let step = w.info.step;
+    let s = w.state.as_ref();
+    let dash = || "—".to_string();
+    let show = |v: Option<f64>| match (w.info.kind, v) {
+        (_, None) => dash(),
+        (ControlKind::Output, Some(v)) => {
+            translate(lang, if v >= 0.5 { "state_on" } else { "state_off" }).to_owned()
+        }
+        (ControlKind::Setpoint, Some(v)) => shown(v, step, lang),
+    };
+    let (source, why_text, until) = why(s, lang);
+    let range = match access {
+        Access::Homeowner => w.band,
+        _ => control::envelope_band(&w.info),
+    };
+    let current = s
+        .and_then(|s| s.commanded.or(s.reported))
+        .filter(|v| v.is_finite());
+    let nudge = |dir: f64| {
+        current
+            .map(|v| control::tidy(v + dir * step, step))
+            .filter(|v| range.contains(*v))
+            .map(|v| format_value(v, step))
+    };
+    let unit_suffix = if w.unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", w.unit)
+    };
+    let band_text = format!(
+        "{}–{}{unit_suffix}",
+        shown(w.band.min, step, lang),
+        shown(w.band.max, step, lang)
+    );
+    let limits_text = format!(
+        "{}–{}{unit_suffix}",
+        shown(w.info.min, step, lang),
+        shown(w.info.max, step, lang)
+    );
+    let label = w
+        .label
+        .as_deref()
+        .map(|l| localized_label(l, lang).to_owned())
+        .unwrap_or_else(|| w.info.point.replace('_', " "));
+    ControlCard {
+        key: w.key.clone(),
+        dom_id: format!("ctl-{n}"),
+        label,
+        unit: w.unit.clone(),
+        kind: match w.info.kind {
+            ControlKind::Setpoint => "setpoint",
+            ControlKind::Output => "output",
+        },
+        commanded: show(s.and_then(|s| s.commanded)),
+        reported: show(s.and_then(|s| s.reported)),
+        source,
+        why: why_text,
+        until,
+        decimals: control::step_decimals(step),
+        value_input: current
+            .map(|v| format_value(v, step))
+            .unwrap_or_else(|| format_value(range.min.max(range.max.min(21.0)), step)),
+        input_min: format_value(range.min, step),
+        input_max: format_value(range.max, step),
+        input_step: format_value(step, step),
+        minus: nudge(-1.0),
+        plus: nudge(1.0),
+        band_text,
+        limits_text,
+        band_min: w
+            .setting
+            .band
+            .map(|b| format_value(b.min, step))
+            .unwrap_or_default(),
+        band_max: w
+            .setting
+            .band
+            .map(|b| format_value(b.max, step))
+            .unwrap_or_default(),
+        visible: w.setting.homeowner_visible,
+        schedulable: w.info.schedulable,
+        schedule_url: format!(
+            "/sites/{site_id}/schedule?control={}",
+            url::form_urlencoded::byte_serialize(w.key.as_bytes()).collect::<String>()
+        ),
+        last: last_view(&w.last, lang, agent_online),
+        output_state: match s.and_then(|s| s.reported.or(s.commanded)) {
+            Some(v) if v >= 0.5 => "on",
+            Some(_) => "off",
+            None => "unknown",
+        },
+    }
+}
+
+fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> ActionCard {
+    let now = OffsetDateTime::now_utc();
+    let running = a
+        .running
+        .as_ref()
+        .filter(|s| s.until.is_none_or(|u| u > now));
+    let label = a
+        .info
+        .label
+        .as_deref()
+        .map(|l| localized_label(l, lang).to_owned())
+        .unwrap_or_else(|| a.info.name.replace('_', " "));
+    ActionCard {
+        key: a.key.clone(),
+        name: a.info.name.clone(),
+        dom_id: format!("act-{n}"),
+        label,
+        running: running.is_some(),
+        until: running.and_then(|s| s.until).map(Moment::of),
+        durations: control::action_duration_choices(&a.info)
+            .into_iter()
+            .map(|m| {
+                let text = if m % 60 == 0 {
+                    format!("{} h", m / 60)
+                } else {
+                    format!("{m} min")
+                };
+                (m, text)
+            })
+            .collect(),
+        visible: a.setting.homeowner_visible,
+        last: last_view(&a.last, lang, agent_online),
+    }
+}
+
+/// Build the Controls page.
+pub fn controls_page(ctx: ControlsContext, controls: &SiteControls) -> ControlsPage {
+    let lang = ctx.chrome.lang.clone();
+    let mut setpoints = Vec::new();
+    let mut outputs = Vec::new();
+    for (n, w) in controls.writables.iter().enumerate() {
+        let c = card(w, n, ctx.access, &ctx.site_id, &lang, ctx.agent_online);
+        match w.info.kind {
+            ControlKind::Setpoint => setpoints.push(c),
+            ControlKind::Output => outputs.push(c),
+        }
+    }
+    ControlsPage {
+        live_url: format!("/sites/{}/live", ctx.site_id),
+        can_operate: ctx.access != Access::ReadOnly,
+        actions: controls
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(n, a)| action_card(a, n, &lang, ctx.agent_online))
+            .collect(),
+        setpoints,
+        outputs,
+        chrome: ctx.chrome,
+        site_id: ctx.site_id,
+        site_name: ctx.site_name,
+        organisation: ctx.organisation,
+        agent_online: ctx.agent_online,
+        can_configure: ctx.can_configure,
+        can_audit: ctx.can_audit,
+        error: ctx.error,
+        notice: ctx.notice,
+    }
+}
+
+impl ControlsPage {
+    /// Whether the site offers any control at all.
+    pub fn is_empty(&self) -> bool {
+        self.setpoints.is_empty() && self.outputs.is_empty() && self.actions.is_empty()
+    }
+}
+
+/// One weekday row of the schedule editor.
+#[derive(Clone, Debug)]
+pub struct DayRow {
+    /// Field name, `day0` … `day6`.
+    pub field: String,
+    /// Localised weekday.
+    pub name: String,
+    /// Periods as typed.
+    pub periods: String,
+}
+
+/// One exception row of the schedule editor.
+#[derive(Clone, Debug)]
+pub struct ExceptionRow {
+    /// Row index (field suffix).
+    pub index: usize,
+    /// `YYYY-MM-DD` or empty.
+    pub date: String,
+    /// `holiday` or `away`.
+    pub label: String,
+    /// Periods as typed.
+    pub periods: String,
+}
+
+/// `GET /sites/{id}/schedule?control=…`.
+#[derive(Template)]
+#[template(path = "site/schedule.html")]
+pub struct SchedulePage {
+    pub chrome: Chrome,
+    pub site_id: String,
+    pub site_name: String,
+    pub control: String,
+    pub label: String,
+    pub unit: String,
+    pub time_zone: String,
+    /// Setpoints have on/off values; outputs switch on and off.
+    pub is_setpoint: bool,
+    pub on_value: String,
+    pub off_value: String,
+    pub days: Vec<DayRow>,
+    pub exceptions: Vec<ExceptionRow>,
+    pub error: Option<String>,
+    pub band_text: String,
+    pub max_exceptions: usize,
+}
+
+const WEEKDAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Blank exception rows offered below the filled ones.
+const BLANK_EXCEPTION_ROWS: usize = 3;
+
+/// The editor's rows from a schedule (or empty rows).
+pub fn schedule_rows(
+    lang: &str,
+    schedule: Option<&WeeklySchedule>,
+) -> (Vec<DayRow>, Vec<ExceptionRow>) {
+    let days = (0..7)
+        .map(|i| DayRow {
+            field: format!("day{i}"),
+            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
+            periods: schedule
+                .and_then(|s| s.days.get(i))
+                .map(|p| format_periods(p))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let mut exceptions: Vec<ExceptionRow> = schedule
+        .map(|s| {
+            s.exceptions
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ExceptionRow {
+                    index: i,
+                    date: e.date.to_string(),
+                    label: e.label.clone(),
+                    periods: format_periods(&e.periods),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pad_exceptions(&mut exceptions);
+    (days, exceptions)
+}
+
+fn pad_exceptions(rows: &mut Vec<ExceptionRow>) {
+    let want = (rows.len() + BLANK_EXCEPTION_ROWS).min(MAX_EXCEPTIONS);
+    while rows.len() < want {
+        rows.push(ExceptionRow {
+            index: rows.len(),
+            date: String::new(),
+            label: EXCEPTION_LABELS[0].to_owned(),
+            periods: String::new(),
+        });
+    }
+}
+
+/// The editor's rows as posted (re-shown with an error).
+pub fn posted_rows(lang: &str, form: &[(String, String)]) -> (Vec<DayRow>, Vec<ExceptionRow>) {
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.chars().take(control::MAX_FIELD_LEN).collect::<String>())
+            .unwrap_or_default()
+    };
+    let days = (0..7)
+        .map(|i| DayRow {
+            field: format!("day{i}"),
+            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
+            periods: get(&format!("day{i}")),
+        })
+        .collect();
+    let mut exceptions: Vec<ExceptionRow> = (0..MAX_EXCEPTIONS)
+        .filter(|i| !get(&format!("ex_date_{i}")).trim().is_empty())
+        .enumerate()
+        .map(|(row, i)| ExceptionRow {
+            index: row,
+            date: get(&format!("ex_date_{i}")),
+            label: get(&format!("ex_label_{i}")),
+            periods: get(&format!("ex_periods_{i}")),
+        })
+        .collect();
+    pad_exceptions(&mut exceptions);
+    (days, exceptions)
+}
+
+/// The schedule a stored `set_schedule` request carries.
+pub fn schedule_of(request_json: &str) -> Option<WeeklySchedule> {
+    match serde_json::from_str::<ControlRequest>(request_json).ok()? {
+        ControlRequest::SetSchedule { schedule, .. } => Some(schedule),
+        _ => None,
+    }
+}
+
+/// One row of the audit page.
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: Moment,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: String,
+    pub after: String,
+    pub decision: String,
+    pub result: String,
+}
+
+/// `GET /sites/{id}/audit`.
+#[derive(Template)]
+#[template(path = "site/audit.html")]
+pub struct AuditPage {
+    pub chrome: Chrome,
+    pub site_id: String,
+    pub site_name: String,
+    /// The chain verified.
+    pub chain_ok: bool,
+    /// "42 entries, chain intact" or the fault.
+    pub chain_text: String,
+    pub rows: Vec<AuditRow>,
+    /// Only the newest entries are listed; the CSV has them all.
+    pub truncated: bool,
+}
+
+/// Rows of the audit page.
+pub fn audit_rows(entries: &[ChainedEntry]) -> Vec<AuditRow> {
+    entries
+        .iter()
+        .map(|c| {
+            let e = &c.entry;
+            AuditRow {
+                seq: e.seq,
+                at: Moment::of(e.at),
+                actor: e.actor_name.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                before: e.before.clone().unwrap_or_default(),
+                after: e.after.clone().unwrap_or_default(),
+                decision: e.decision.clone().unwrap_or_default(),
+                result: e.result.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The chain status line.
+pub fn chain_text(lang: &str, verified: &Result<usize, ChainFault>) -> (bool, String) {
+    match verified {
+        Ok(n) => (true, format!("{} {n}", translate(lang, "chain_ok"))),
+        Err(fault) => (
+            false,
+            format!("{} {fault}", translate(lang, "chain_broken")),
+        ),
+    }
+}
+
+/// What the confirmation page shows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConfirmState {
+    /// The link works: show the change and the two buttons.
+    Ready,
+    /// Confirmed just now.
+    Confirmed,
+    /// Declined just now.
+    Declined,
+    /// The link expired.
+    Expired,
+    /// The link was used already.
+    Used,
+    /// No such link.
+    Unknown,
+}
+
+/// `GET|POST /confirm/{token}`.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub state: ConfirmState,
+    pub site_name: String,
+    pub requested_by: String,
+    pub requested_at: Option<Moment>,
+    pub target: String,
+    pub value: String,
+    pub reason: String,
+    pub expires_at: Option<Moment>,
+    /// The form's action (`/confirm/<token>`).
+    pub action: String,
+}
+
+impl ConfirmPage {
+    /// `data-state` of the page (tests and CSS read it).
+    pub fn state_key(&self) -> &'static str {
+        match self.state {
+            ConfirmState::Ready => "ready",
+            ConfirmState::Confirmed => "confirmed",
+            ConfirmState::Declined => "declined",
+            ConfirmState::Expired => "expired",
+            ConfirmState::Used => "used",
+            ConfirmState::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::control::ControlSetting;
+    use crate::views::{AssetTable, UserView};
+    use protocol::{ActionInfo, WritableInfo};
+    use std::sync::Arc;
+
+    fn chrome(lang: &str) -> Chrome {
+        Chrome {
+            user: Some(UserView {
+                display_name: "Maija".into(),
+                email: "maija@example.com".into(),
+                role_label: "Homeowner".into(),
+            }),
+            csrf_token: "csrf-123".into(),
+            lang: lang.into(),
+            assets: Arc::new(AssetTable::embedded()),
+        }
+    }
+
+    fn controls() -> SiteControls {
+        let w = WritableInfo {
+            device: "pop1".into(),
+            point: "room3_floor_setpoint".into(),
+            kind: ControlKind::Setpoint,
+            min: 18.0,
+            max: 27.0,
+            step: 0.1,
+            max_change_per_hour: None,
+            max_override_s: 3600,
+            schedulable: true,
+        };
+        let setting = ControlSetting {
+            band: Some(control::Band {
+                min: 19.0,
+                max: 23.0,
+            }),
+            homeowner_visible: true,
+        };
+        SiteControls {
+            writables: vec![WritableControl {
+                agent_id: crate::domain::AgentId::new(),
+                key: "pop1/room3_floor_setpoint".into(),
+                band: control::effective_band(&w, &setting),
+                info: w,
+                setting,
+                label: Some("Huone 3 lattia / Room 3 floor <b>".into()),
+                unit: "°C".into(),
+                state: Some(ControlState {
+                    device: "pop1".into(),
+                    point: "room3_floor_setpoint".into(),
+                    commanded: Some(21.5),
+                    reported: Some(21.4),
+                    source: ControlSource::Manual,
+                    until: Some(time::macros::datetime!(2026-11-21 20:00 UTC)),
+                    action: None,
+                }),
+                last: None,
+            }],
+            actions: vec![ActionControl {
+                agent_id: crate::domain::AgentId::new(),
+                key: "action:boost_dhw".into(),
+                info: ActionInfo {
+                    name: "boost_dhw".into(),
+                    label: Some("Lämmin vesi tehostus / boost hot water".into()),
+                    max_duration_s: 10_800,
+                },
+                setting: ControlSetting::default(),
+                running: None,
+                last: None,
+            }],
+        }
+    }
+
+    fn page(lang: &str, access: Access) -> ControlsPage {
+        controls_page(
+            ControlsContext {
+                chrome: chrome(lang),
+                site_id: "s1".into(),
+                site_name: "Koivula".into(),
+                organisation: "Org".into(),
+                agent_online: true,
+                access,
+                can_configure: false,
+                can_audit: true,
+                error: Some("24,0 <script>".into()),
+                notice: None,
+            },
+            &controls(),
+        )
+    }
+
+    #[test]
+    fn a_setpoint_card_shows_state_reason_and_one_step_nudges() {
+        let html = page("fi", Access::Homeowner).render().expect("renders");
+        assert!(
+            html.contains(r#"data-control-key="pop1/room3_floor_setpoint""#),
+            "{html}"
+        );
+        assert!(html.contains("Huone 3 lattia"));
+        assert!(!html.contains("<b>"), "labels are escaped");
+        assert!(html.contains(">21,5<"), "commanded in Finnish notation");
+        assert!(html.contains(">21,4<"), "reported");
+        assert!(html.contains(r#"name="value" value="21.4""#), "minus nudge");
+        assert!(html.contains(r#"name="value" value="21.6""#), "plus nudge");
+        assert!(html.contains(r#"datetime="2026-11-21T20:00:00Z""#));
+        assert!(html.contains(r#"data-source="manual""#));
+        assert!(html.contains("19,0–23,0 °C"), "band for the homeowner");
+        assert!(html.contains(r#"max="23.0""#), "input limited to the band");
+        assert!(html.contains(r#"action="/sites/s1/controls/action""#));
+        assert!(html.contains("Lämmin vesi tehostus"));
+        assert!(html.contains(r#"<option value="180">3 h</option>"#));
+        assert!(!html.contains("<script>"), "the error is escaped");
+        assert!(html.contains(r#"name="csrf_token" value="csrf-123""#));
+    }
+
+    #[test]
+    fn staff_get_the_envelope_as_input_range() {
+        let html = page("en", Access::Staff).render().expect("renders");
+        assert!(html.contains(r#"max="27.0""#));
+        assert!(html.contains("18.0–27.0 °C"));
+    }
+
+    #[test]
+    fn a_viewer_gets_no_forms() {
+        let html = page("en", Access::ReadOnly).render().expect("renders");
+        assert!(!html.contains("/controls/setpoint"));
+        assert!(!html.contains("/controls/action"));
+        assert!(html.contains(">21.5<"));
+    }
+
+    #[test]
+    fn control_pages_have_no_inline_scripts_or_styles() {
+        let html = page("en", Access::Staff).render().expect("renders");
+        assert!(!html.contains(" style="));
+        assert!(!html.contains(" onclick="));
+        for tag in html.split("<script").skip(1) {
+            let head = &tag[..tag.find('>').expect("closed tag")];
+            assert!(head.contains("src=\"/static/"), "inline script: {head}");
+        }
+    }
+
+    #[test]
+    fn posted_schedule_rows_are_kept_and_padded() {
+        let form = vec![
+            ("day1".to_string(), "06:00-08:00".to_string()),
+            ("ex_date_5".to_string(), "2026-12-24".to_string()),
+            ("ex_label_5".to_string(), "away".to_string()),
+        ];
+        let (days, ex) = posted_rows("en", &form);
+        assert_eq!(days[1].periods, "06:00-08:00");
+        assert_eq!(days[1].name, "Tuesday");
+        assert_eq!(ex[0].date, "2026-12-24");
+        assert_eq!(ex[0].label, "away");
+        assert_eq!(ex.len(), 1 + BLANK_EXCEPTION_ROWS);
+    }
+}
