@@ -20,6 +20,9 @@
 //! own limits) is not repeated until the wanted value changes: the same write
 //! would get the same answer, and wear the device.
 //!
+//! A command whose id was answered before (a server re-sending after a
+//! reconnect) gets its first result again and is not run twice.
+//!
 //! Messages to the server travel as [`PollEvent::Control`] on the uplink's
 //! event channel; when the link is down they are dropped (the server learns
 //! the states again after the next `Welcome`, and a command whose result was
@@ -47,6 +50,9 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Commands queued for the executor before the session refuses more.
 pub const INPUT_QUEUE: usize = 64;
+/// Results remembered by command id: a command received again (a server
+/// that re-sends after a reconnect) gets its first answer, not a second run.
+pub const REMEMBERED_RESULTS: usize = 256;
 
 /// The executor's wall clock: the system's, or (tests, demos) one that
 /// starts at a chosen instant and may run faster than real time, so a
@@ -176,6 +182,8 @@ pub struct Executor {
     /// What the state file holds, to write it only when something changed
     /// (an SD card in a Raspberry Pi wears with every write).
     saved: Option<store::Snapshot>,
+    /// The latest results, oldest first, at most [`REMEMBERED_RESULTS`].
+    answered: std::collections::VecDeque<CommandResult>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -207,6 +215,7 @@ impl Executor {
             sent: BTreeMap::new(),
             failures: BTreeMap::new(),
             saved: None,
+            answered: std::collections::VecDeque::new(),
         }
     }
 
@@ -370,6 +379,11 @@ impl Executor {
     }
 
     async fn on_command(&mut self, cmd: Command, out: &mpsc::Sender<PollEvent>) {
+        if let Some(first) = self.answered.iter().find(|r| r.id == cmd.id).cloned() {
+            info!(id = %cmd.id, by = %cmd.issued_by, "command received again: its first result is sent, nothing is done twice");
+            send(out, AgentToServer::CommandResult(first)).await;
+            return;
+        }
         let now = self.clock.now();
         self.sync_reported();
         let named = named_point(&cmd, self.ctl.envelope());
@@ -438,6 +452,10 @@ impl Executor {
             before,
             after,
         };
+        if self.answered.len() >= REMEMBERED_RESULTS {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(result.clone());
         send(out, AgentToServer::CommandResult(result)).await;
         self.send_states(out).await;
     }
@@ -643,6 +661,25 @@ mod tests {
         }
         let last = last.expect("a control state after the revert");
         assert_eq!((last.source, last.action), (ControlSource::Device, None));
+        r.cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_received_twice_is_answered_twice_but_run_once() {
+        let (writer, log) = scripted_bus(vec![]);
+        let mut r = start(writer);
+        let boost = command(ControlRequest::StartAction {
+            action: "boost_dhw".into(),
+            duration_s: 600,
+        });
+        r.inputs.send(boost.clone()).await.unwrap();
+        let first = result(&mut r).await;
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        // Re-sent five minutes later: same answer, and the boost is not restarted.
+        r.inputs.send(boost).await.unwrap();
+        assert_eq!(result(&mut r).await, first);
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        assert_eq!(dhw_writes(&log), vec![55.0, 45.0]);
         r.cancel.cancel();
     }
 
