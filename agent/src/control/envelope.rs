@@ -343,8 +343,8 @@ struct RawActionWrite {
 /// Read the envelope from the configuration file `text` (named `file` in
 /// errors), checking every point against the configured `devices`.
 ///
-/// Errors name the line and key, e.g. `agent.toml line 40: key
-/// `writable[0].max`: max 80 is not above min 90`.
+/// Errors name the line and key, e.g.
+/// ``agent.toml line 40: key `writable[0].max`: max 80 is not above min 90``.
 pub fn parse(file: &str, text: &str, devices: &[DeviceConfig]) -> Result<Envelope, TomlFileError> {
     let raw: RawDoc = tomlfile::parse(file, text)?;
     let p = Parser {
