@@ -298,7 +298,8 @@ impl Controller {
                 .iter()
                 .filter(|t| **t > now - BUDGET_WINDOW)
                 .nth((used + needed).saturating_sub(cap).saturating_sub(1))
-                .map(|t| stamp(*t + BUDGET_WINDOW))
+                .and_then(|t| t.checked_add(BUDGET_WINDOW))
+                .map(stamp)
                 .unwrap_or_else(|| "later".into());
             return Err(format!(
                 "daily write cap of `{}` reached: {used} of {cap} writes used in the last 24 hours \
@@ -795,17 +796,22 @@ impl Controller {
             });
             pc.applied = sp.applied.filter(|v| v.is_finite());
             pc.resting = sp.resting.filter(|v| v.is_finite()).map(|v| w.clamp(v));
+            // Times after `now` cannot be real (a clock set back, a damaged
+            // file): they are dropped rather than trusted.
             pc.writes = sp
                 .write_times
                 .into_iter()
                 .filter_map(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .filter(|t| *t <= now)
                 .collect();
             pc.changes = sp
                 .changes
                 .into_iter()
                 .filter(|(_, d)| d.is_finite() && *d >= 0.0)
                 .filter_map(|(t, d)| OffsetDateTime::from_unix_timestamp(t).ok().map(|t| (t, d)))
+                .filter(|(t, _)| *t <= now)
                 .collect();
+            pc.prune(now);
         }
         for sa in snapshot.actions {
             let Some(max) = ctl.envelope.action(&sa.name).map(|a| a.max_duration) else {

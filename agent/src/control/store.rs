@@ -280,6 +280,23 @@ mod tests {
     }
 
     #[test]
+    fn write_times_in_the_future_are_not_trusted() {
+        // A damaged file (or a clock set back) must not eat the budget forever
+        // nor overflow when the agent says when room comes back.
+        let mut snap = busy_controller().snapshot();
+        let far = time::macros::datetime!(9999-12-31 23:00 UTC).unix_timestamp();
+        for p in &mut snap.points {
+            p.write_times = vec![far; 30];
+            p.changes = vec![(far, 1.0)];
+        }
+        let c = Controller::restore(envelope(), snap, T0);
+        assert_eq!(
+            c.writes_in_last_day(&PointKey::new("heatpump", "dhw_setpoint"), T0),
+            0
+        );
+    }
+
+    #[test]
     fn the_file_is_plain_json_a_person_can_read() {
         let text = serde_json::to_string(&busy_controller().snapshot()).unwrap();
         assert!(text.contains("\"name\":\"boost_dhw\""), "{text}");
@@ -301,8 +318,11 @@ mod tests {
         #[test]
         fn arbitrary_json_snapshots_never_panic_on_restore(
             applied in proptest::option::of(proptest::num::f64::ANY),
-            write_times in proptest::collection::vec(proptest::num::i64::ANY, 0..5),
-            changes in proptest::collection::vec((proptest::num::i64::ANY, proptest::num::f64::ANY), 0..5),
+            // Any i64, and valid times up to the year 9999 (future ones must not be trusted).
+            write_times in proptest::collection::vec(
+                proptest::prop_oneof![proptest::num::i64::ANY, 0i64..253_402_300_799], 0..5),
+            changes in proptest::collection::vec(
+                (proptest::prop_oneof![proptest::num::i64::ANY, 0i64..253_402_300_799], proptest::num::f64::ANY), 0..5),
             until_s in -100_000_000_000i64..100_000_000_000,
         ) {
             let mut snap = busy_controller().snapshot();
@@ -314,10 +334,22 @@ mod tests {
             if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(until_s) {
                 snap.actions[0].run.until = t;
             }
-            let c = Controller::restore(envelope(), snap, T0);
+            let mut c = Controller::restore(envelope(), snap, T0);
             let _ = c.due_writes(T0);
             let _ = c.next_deadline(T0);
             let _ = c.control_states(T0);
+            for request in [
+                ControlRequest::Set {
+                    device: "heatpump".into(),
+                    point: "dhw_setpoint".into(),
+                    value: 50.0,
+                    until: None,
+                },
+                ControlRequest::StartAction { action: "boost_dhw".into(), duration_s: 60 },
+            ] {
+                let _ = c.decide(&command(request), T0);
+            }
+            let _ = c.expire(T0 + time::Duration::days(1));
         }
     }
 }
