@@ -141,7 +141,39 @@ function start(root) {
     if (meta && msg.at) setText(meta, localTime(msg.at));
   }
 
+  // Whatever the site answered between this page's render and its live
+  // feed's opening is in no live message: the agent's reply to a command
+  // often arrives in that gap. Each (re)subscription starts with a
+  // `snapshot`, so on it the page fetches itself once and adopts the cards
+  // as the server renders them now.
+  let resyncing = false;
+  async function resync() {
+    if (resyncing) return;
+    resyncing = true;
+    try {
+      const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!res.ok) return;
+      const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
+      for (const [key, card] of cards) {
+        const now = fresh.querySelector(`[data-control-key="${CSS.escape(key)}"]`);
+        if (!now) continue;
+        const adopted = document.importNode(now, true);
+        card.replaceWith(adopted);
+        cards.set(key, adopted);
+      }
+      root.dataset.resyncs = String((Number(root.dataset.resyncs) || 0) + 1);
+    } catch {
+      // The live feed goes on; the next snapshot tries again.
+    } finally {
+      resyncing = false;
+    }
+  }
+
   function onMessage(msg) {
+    if (msg && msg.type === "snapshot") {
+      resync();
+      return;
+    }
     switch (msg && msg.type) {
       case "control_state":
         onControlState(msg);

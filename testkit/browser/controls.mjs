@@ -8,7 +8,10 @@
 //   CONTROLS_PATH  e.g. /sites/<id>/controls
 //   CONTROL_KEY    e.g. pop1/room3_floor_setpoint
 //   OUT_DIR        where controls.png is written
-// Optional: CHROMIUM (default /usr/bin/chromium), RESULT_TIMEOUT_MS (default 30000).
+// Optional: CHROMIUM (default /usr/bin/chromium), RESULT_TIMEOUT_MS (default 30000),
+//   MIN_EVENTS (default 1: live control messages the page must have handled;
+//   0 for a real agent, whose answer may land before the live feed opens and
+//   then reaches the page by its resync on the feed's snapshot).
 //
 // Output: exactly one JSON line on stdout.
 //   success, exit 0: {"ok":true,"before":21,"requested":21.1,"reported":21.1,"status":"applied",...}
@@ -59,6 +62,7 @@ async function main() {
   const key = env("CONTROL_KEY");
   const outDir = env("OUT_DIR");
   const timeout = Number(process.env.RESULT_TIMEOUT_MS || 30_000);
+  const minEvents = Number(process.env.MIN_EVENTS ?? 1);
 
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hc-browser-"));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -153,7 +157,7 @@ async function main() {
   await page.screenshot({ path: screenshot, fullPage: true });
 
   if (!stillSamePage) return finish({ ok: false, reason: "the page reloaded while waiting for the result" }, 1);
-  if (events < 1) return finish({ ok: false, reason: "no live control message was handled", events }, 1);
+  if (events < minEvents) return finish({ ok: false, reason: "no live control message was handled", events }, 1);
   return finish(
     {
       ok: true,
@@ -168,6 +172,7 @@ async function main() {
       why,
       next_plus: nextPlus,
       events,
+      resyncs: Number(await page.getAttribute("#controls", "data-resyncs")) || 0,
       screenshot,
       console_errors: pageErrors,
     },

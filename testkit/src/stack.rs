@@ -111,8 +111,25 @@ impl RunningAgent {
         sim_addr: SocketAddr,
         poll: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_with(server_ws_url, creds, sim_addr, poll, false)
+    }
+
+    /// [`RunningAgent::start`], with the demo's remote-control envelope
+    /// ([`agent::sim::DEMO_CONTROLS`]) when `controls` is set.
+    pub fn start_with(
+        server_ws_url: &str,
+        creds: &AgentCreds,
+        sim_addr: SocketAddr,
+        poll: Duration,
+        controls: bool,
+    ) -> anyhow::Result<Self> {
         let buffer_dir = tempfile::tempdir()?;
-        let cfg = agent::sim::agent_config_for(
+        let build = if controls {
+            agent::sim::agent_config_with_controls_for
+        } else {
+            agent::sim::agent_config_for
+        };
+        let cfg = build(
             server_ws_url,
             creds.id.0,
             &creds.secret,
@@ -195,6 +212,17 @@ pub struct Stack {
 impl Stack {
     /// Everything running, agent polling every 300 ms and the simulator ticking every 200 ms.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// [`Stack::start`] with the demo's remote-control envelope on the
+    /// simulator's free registers ([`agent::sim::DEMO_CONTROLS`]), preset
+    /// before the agent starts.
+    pub async fn start_with_controls() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(controls: bool) -> anyhow::Result<Self> {
         let db = TestDb::fresh().await;
         let server = TestServer::start(&db.url).await?;
         let conn = &server.state.db;
@@ -241,15 +269,20 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sim_addr = listener.local_addr()?;
         let sim_task = sim.serve_tcp(listener);
+        if controls {
+            sim.preset_demo_controls()
+                .map_err(|e| anyhow::anyhow!("presetting the demo registers: {e:?}"))?;
+        }
         let agent_creds = AgentCreds {
             id: agent_id,
             secret,
         };
-        let agent = RunningAgent::start(
+        let agent = RunningAgent::start_with(
             &server.agent_ws_url(),
             &agent_creds,
             sim_addr,
             Duration::from_millis(300),
+            controls,
         )?;
         Ok(Stack {
             db: Some(db),

@@ -247,6 +247,13 @@ impl Eh203Sim {
             .collect())
     }
 
+    /// Put [`DEMO_CONTROLS`]'s registers where a newcomer expects them: the
+    /// hot-water setpoint at 48.0 °C, the car heater off.
+    pub fn preset_demo_controls(&self) -> Result<(), ExceptionCode> {
+        self.set_holding(DEMO_DHW_SETPOINT_REGISTER, 480)?;
+        self.set_holding(DEMO_CAR_HEATER_REGISTER, 0)
+    }
+
     /// Set holding register `addr` as if the device's own panel had (tests:
     /// a value before anyone writes through Modbus). Only the bank's
     /// registers exist.
@@ -384,7 +391,92 @@ pub fn agent_config_for(
     poll: Duration,
     buffer_path: &std::path::Path,
 ) -> Result<crate::config::AgentConfig, crate::config::ConfigError> {
-    let text = format!(
+    let text = config_text(server_url, agent_id, secret, sim_addr, poll, buffer_path);
+    crate::config::AgentConfig::from_toml("simulated-site.toml", &text, std::path::Path::new("."))
+}
+
+/// The demo's remote-control envelope on the EH-203 simulator's free holding
+/// registers (52..59 hold no model value, so a write stays): a hot-water
+/// setpoint (register 52, 0.1 °C), a car-heater output (register 53) and a
+/// one-hour hot-water boost. The points are labelled as demo points: a real
+/// EH-203 has nothing at these addresses.
+pub const DEMO_CONTROLS: &str = r#"
+[[device.point]]
+name = "dhw_setpoint"
+label = "Käyttövesi, asetusarvo (demo) / Hot water setpoint (demo)"
+function = "holding"
+address = 52
+data_type = "i16"
+scale = 0.1
+unit = "degC"
+writable = true
+
+[[device.point]]
+name = "car_heater"
+label = "Autolämmitin (demo) / Car heater (demo)"
+function = "holding"
+address = 53
+data_type = "u16"
+writable = true
+
+[[writable]]
+device = "heatpump"
+point = "dhw_setpoint"
+kind = "setpoint"
+min = 40.0
+max = 55.0
+step = 0.5
+max_override_minutes = 240
+daily_write_cap = 50
+
+[[writable]]
+device = "heatpump"
+point = "car_heater"
+kind = "output"
+max_override_minutes = 180
+schedulable = true
+value_when_idle = 0
+
+[[action]]
+name = "boost_dhw"
+label = "Lämmitä käyttövesi / Boost hot water (demo)"
+max_duration_minutes = 60
+[[action.write]]
+device = "heatpump"
+point = "dhw_setpoint"
+value = 55
+"#;
+
+/// The register of [`DEMO_CONTROLS`]'s hot-water setpoint (0.1 °C, signed).
+pub const DEMO_DHW_SETPOINT_REGISTER: u16 = 52;
+/// The register of [`DEMO_CONTROLS`]'s car-heater output (0 off, 1 on).
+pub const DEMO_CAR_HEATER_REGISTER: u16 = 53;
+
+/// [`agent_config_for`] plus [`DEMO_CONTROLS`]: the demo site with working
+/// controls. Call [`Eh203Sim::preset_demo_controls`] first so the setpoint
+/// starts inside its envelope.
+pub fn agent_config_with_controls_for(
+    server_url: &str,
+    agent_id: uuid::Uuid,
+    secret: &str,
+    sim_addr: std::net::SocketAddr,
+    poll: Duration,
+    buffer_path: &std::path::Path,
+) -> Result<crate::config::AgentConfig, crate::config::ConfigError> {
+    let mut text = config_text(server_url, agent_id, secret, sim_addr, poll, buffer_path);
+    text.push_str(DEMO_CONTROLS);
+    crate::config::AgentConfig::from_toml("simulated-site.toml", &text, std::path::Path::new("."))
+}
+
+fn config_text(
+    server_url: &str,
+    agent_id: uuid::Uuid,
+    secret: &str,
+    sim_addr: std::net::SocketAddr,
+    poll: Duration,
+    buffer_path: &std::path::Path,
+) -> String {
+    format!(
         r#"
 [server]
 url = "{server_url}"
@@ -411,8 +503,7 @@ path = "{buffer}"
         poll_ms = poll.as_millis().max(100),
         // TOML basic strings need backslashes escaped (Windows-style paths).
         buffer = buffer_path.display().to_string().replace('\\', "\\\\"),
-    );
-    crate::config::AgentConfig::from_toml("simulated-site.toml", &text, std::path::Path::new("."))
+    )
 }
 
 #[cfg(test)]
@@ -431,6 +522,33 @@ mod tests {
         assert_eq!(words[0] as i16, (s.outdoor_temp * 100.0).round() as i16);
         assert_eq!(words[45 - 18] & 0b1000, 0b1000, "alarm B is bit 3");
         assert_eq!(words[45 - 18] & 0b0100, 0, "alarm A is off");
+    }
+
+    #[test]
+    fn the_demo_controls_validate_and_start_inside_their_envelope() {
+        let cfg = agent_config_with_controls_for(
+            "ws://127.0.0.1:9/agent/v1/ws",
+            uuid::Uuid::nil(),
+            "secret",
+            "127.0.0.1:502".parse().unwrap(),
+            Duration::from_secs(1),
+            std::path::Path::new("buffer.db"),
+        )
+        .unwrap();
+        let points: Vec<&str> = cfg
+            .envelope
+            .writables
+            .iter()
+            .map(|w| w.key.point.as_str())
+            .collect();
+        assert_eq!(points, ["dhw_setpoint", "car_heater"]);
+        assert_eq!(cfg.envelope.actions.len(), 1);
+        let sim = Eh203Sim::new(SimOptions::default());
+        sim.preset_demo_controls().unwrap();
+        assert_eq!(
+            sim.read_holding(DEMO_DHW_SETPOINT_REGISTER, 2).unwrap(),
+            [480, 0]
+        );
     }
 
     #[test]
