@@ -3,7 +3,10 @@
 //! It starts the server on the embedded default (a SQLite file under
 //! `demo-data/`), a simulated Ouman EH-203 heat pump on a Modbus TCP port, and
 //! an agent that polls the simulator and streams to the server, then prints the
-//! URL and three demo logins. Set `DATABASE_URL=postgres://…` to run the same
+//! URL and three demo logins. The agent carries the demo's remote-control
+//! envelope ([`agent::sim::DEMO_CONTROLS`]: a hot-water setpoint, a car-heater
+//! output and a boost on registers a real EH-203 leaves free), so the
+//! homeowner's Controls page works. Set `DATABASE_URL=postgres://…` to run the same
 //! demo on PostgreSQL.
 
 use std::path::{Path, PathBuf};
@@ -77,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("binding the simulator port")?;
     let sim_addr = sim_listener.local_addr()?;
+    // The demo's controls live on registers a real EH-203 leaves free.
+    sim.preset_demo_controls()
+        .map_err(|e| anyhow::anyhow!("presetting the demo control registers: {e:?}"))?;
     let _sim_task = sim.serve_tcp(sim_listener);
 
     let app = Application::build_with_db(settings, db)
@@ -90,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let port = app.port();
     let server_task = tokio::spawn(app.run_until_stopped());
 
-    let cfg = agent::sim::agent_config_for(
+    let cfg = agent::sim::agent_config_with_controls_for(
         &format!("ws://127.0.0.1:{port}/agent/v1/ws"),
         agent_id,
         &agent_secret,
@@ -113,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  Simulated EH-203 heat pump on Modbus TCP {sim_addr}, polled every {} ms.",
         args.poll_ms
+    );
+    println!(
+        "  Homeowner's Controls page: /sites/{}/controls (demo hot-water setpoint, car heater and boost on free simulator registers).",
+        seed.site.site_id
     );
     println!();
     for l in &seed.logins {

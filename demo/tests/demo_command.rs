@@ -139,4 +139,28 @@ async fn the_demo_prints_a_url_and_logins_that_show_live_values() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The Controls page lists the demo's hot-water setpoint with the value
+    // the agent read from the simulator (48.0 °C preset).
+    let controls = format!("{}/controls", dashboard.as_str().trim_end_matches('/'));
+    loop {
+        let html = client
+            .get(&controls)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if html.contains("data-control-key=\"heatpump/dhw_setpoint\"")
+            && html.contains("data-control-key=\"heatpump/car_heater\"")
+            && (html.contains("48,0") || html.contains("48.0"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Controls page never listed the demo setpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
