@@ -146,14 +146,24 @@ function start(root) {
   // often arrives in that gap. Each (re)subscription starts with a
   // `snapshot`, so on it the page fetches itself once and adopts the cards
   // as the server renders them now.
+  // A live message that lands while the page is being fetched is newer than
+  // that render: then the render is thrown away and fetched again.
   let resyncing = false;
+  let liveSeq = 0;
   async function resync() {
     if (resyncing) return;
     resyncing = true;
     try {
-      const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-      if (!res.ok) return;
-      const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
+      let html = null;
+      for (let attempt = 0; attempt < 3 && html === null; attempt++) {
+        const seq = liveSeq;
+        const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+        if (!res.ok) return;
+        const text = await res.text();
+        if (seq === liveSeq) html = text;
+      }
+      if (html === null) return;
+      const fresh = new DOMParser().parseFromString(html, "text/html");
       for (const [key, card] of cards) {
         const now = fresh.querySelector(`[data-control-key="${CSS.escape(key)}"]`);
         if (!now) continue;
@@ -174,6 +184,7 @@ function start(root) {
       resync();
       return;
     }
+    liveSeq++;
     switch (msg && msg.type) {
       case "control_state":
         onControlState(msg);
