@@ -77,8 +77,10 @@ pub enum Event {
     Status(DeviceStatus),
     /// Time passed (the loop wakes at [`Session::next_deadline`]).
     Tick,
-    /// A message from the control executor (command result, control
-    /// state): sent while the link is up, dropped while it is down.
+    /// A message from the control executor: sent while the link is up.
+    /// While it is down a command result waits (up to
+    /// [`MAX_PENDING_RESULTS`]) and goes out after the next welcome; a
+    /// control state is dropped (all states are sent again after a welcome).
     Outgoing(AgentToServer),
 }
 
@@ -104,6 +106,9 @@ struct InFlight {
     backlog: bool,
 }
 
+/// Command results kept while the link is down; beyond this the oldest go.
+pub const MAX_PENDING_RESULTS: usize = 256;
+
 /// Session state; `Q` holds the unacknowledged readings.
 #[derive(Debug)]
 pub struct Session<Q> {
@@ -118,6 +123,8 @@ pub struct Session<Q> {
     /// The backlog may still hold unsent readings.
     backlog_left: bool,
     statuses: BTreeMap<String, DeviceStatus>,
+    /// Command results that could not be sent yet (link down).
+    pending_results: std::collections::VecDeque<AgentToServer>,
     in_flight: HashMap<u64, InFlight>,
     /// After `temporarily_unavailable`: send nothing before this.
     hold_until: Option<Instant>,
@@ -143,6 +150,7 @@ impl<Q: BatchQueue> Session<Q> {
             live_waiting: 0,
             backlog_left: false,
             statuses: BTreeMap::new(),
+            pending_results: std::collections::VecDeque::new(),
             in_flight: HashMap::new(),
             hold_until: None,
             next_status_at: None,
@@ -259,9 +267,15 @@ impl<Q: BatchQueue> Session<Q> {
             Event::Outgoing(msg) => {
                 if self.is_up() {
                     out.push(Action::Send(msg));
+                } else if matches!(msg, AgentToServer::CommandResult(_)) {
+                    if self.pending_results.len() >= MAX_PENDING_RESULTS {
+                        warn!("link down too long: the oldest unsent command result is dropped");
+                        self.pending_results.pop_front();
+                    }
+                    self.pending_results.push_back(msg);
                 } else {
                     debug!(
-                        "link down: control message dropped (states are sent again after the next welcome)"
+                        "link down: control state dropped (states are sent again after the next welcome)"
                     );
                 }
             }
@@ -351,6 +365,9 @@ impl<Q: BatchQueue> Session<Q> {
                 for s in self.statuses.values() {
                     out.push(Action::Send(AgentToServer::DeviceStatus(s.clone())));
                 }
+                // Results decided while the link was down: the users who
+                // asked are still waiting for them.
+                out.extend(self.pending_results.drain(..).map(Action::Send));
                 self.send_status(now, out);
                 if backlog > 0 {
                     // Live first: the newest value of every point, so dashboards
@@ -699,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn control_messages_are_sent_while_up_and_dropped_while_down() {
+    fn control_states_are_sent_while_up_and_dropped_while_down() {
         let mut s = session();
         let now = Instant::now();
         let msg = AgentToServer::ControlState(protocol::ControlState {
@@ -716,6 +733,41 @@ mod tests {
         assert_eq!(
             s.handle(Event::Outgoing(msg.clone()), now),
             vec![Action::Send(msg)]
+        );
+    }
+
+    #[test]
+    fn command_results_decided_while_the_link_is_down_go_out_after_the_welcome() {
+        let mut s = session();
+        let now = Instant::now();
+        let result = |n: u128| {
+            AgentToServer::CommandResult(CommandResult {
+                id: uuid::Uuid::from_u128(n),
+                at: time::OffsetDateTime::UNIX_EPOCH,
+                outcome: CommandOutcome::Applied,
+                reason: None,
+                before: Some(20.0),
+                after: Some(21.0),
+            })
+        };
+        for n in 0..(MAX_PENDING_RESULTS as u128 + 2) {
+            assert!(s.handle(Event::Outgoing(result(n)), now).is_empty());
+        }
+        let sent: Vec<_> = up(&mut s, now)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send(AgentToServer::CommandResult(r)) => Some(r.id.as_u128()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<u128> = (2..MAX_PENDING_RESULTS as u128 + 2).collect();
+        assert_eq!(sent, expected, "oldest two dropped, the rest in order");
+        let again = s.handle(welcome(None), now);
+        assert!(
+            !again
+                .iter()
+                .any(|a| matches!(a, Action::Send(AgentToServer::CommandResult(_)))),
+            "sent once"
         );
     }
 
