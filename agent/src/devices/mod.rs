@@ -22,6 +22,7 @@ pub mod bus;
 pub mod modbus;
 pub mod ouman;
 pub mod pop;
+pub mod reconnect;
 pub mod slave;
 
 use std::{fmt, future::Future, time::Duration};

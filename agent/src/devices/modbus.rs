@@ -38,12 +38,12 @@ use tokio::{
 };
 use tokio_modbus::{Request, Response, Slave, client::Context, prelude::*};
 use tokio_serial::SerialStream;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use super::{DeviceClient, Exception, ModbusResult, TURNAROUND_DELAY, TransportError, ascii::pdu};
 use crate::{
-    backoff::Backoff,
     config::{BusConfig, DataBits, Parity, SerialSettings, StopBits, Transport},
+    devices::reconnect::ReconnectGate,
     registers::WriteRequest,
 };
 
@@ -82,8 +82,7 @@ pub struct ModbusClient {
     ctx: Option<ContextBox>,
     /// The RTU port, also held (behind the same lock) by `ctx`.
     port: Option<SharedPort>,
-    reconnect: Backoff,
-    next_connect_at: Option<Instant>,
+    reconnect: ReconnectGate,
     /// After a broadcast: no request before this instant.
     quiet_until: Option<Instant>,
 }
@@ -178,8 +177,7 @@ impl ModbusClient {
             timeout: bus.timeout,
             ctx: None,
             port: None,
-            reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            next_connect_at: None,
+            reconnect: ReconnectGate::default(),
             quiet_until: None,
         }
     }
@@ -241,15 +239,7 @@ impl ModbusClient {
             return Ok(());
         }
         let target = self.target();
-        if let Some(at) = self.next_connect_at {
-            let now = Instant::now();
-            if now < at {
-                return Err(TransportError::Reconnecting {
-                    target,
-                    retry_in: at - now,
-                });
-            }
-        }
+        self.reconnect.check(&target)?;
         let result = timeout(
             self.timeout.max(MIN_CONNECT_TIMEOUT),
             connect(self.transport.clone()),
@@ -257,24 +247,14 @@ impl ModbusClient {
         .await;
         match result {
             Ok(Ok((ctx, port))) => {
-                info!(bus = %self.bus, %target, "field bus connected");
+                self.reconnect.opened(&self.bus, &target);
                 self.ctx = Some(ContextBox(ctx));
                 self.port = port;
-                self.reconnect.reset();
-                self.next_connect_at = None;
                 Ok(())
             }
-            Ok(Err(reason)) => Err(self.connect_failed(target, reason)),
-            Err(_) => Err(self.connect_failed(target, "timed out".into())),
+            Ok(Err(reason)) => Err(self.reconnect.failed(&self.bus, target, reason)),
+            Err(_) => Err(self.reconnect.failed(&self.bus, target, "timed out".into())),
         }
-    }
-
-    fn connect_failed(&mut self, target: String, reason: String) -> TransportError {
-        let delay = self.reconnect.next_delay();
-        // Log each back-off step once, not every poll that hits the closed bus.
-        warn!(bus = %self.bus, %target, %reason, retry_in = ?delay, "field bus connect failed");
-        self.next_connect_at = Some(Instant::now() + delay);
-        TransportError::Connect { target, reason }
     }
 
     /// Drop the connection (and the port); the next request reconnects.

@@ -25,7 +25,7 @@ use tokio_util::{
     bytes::BytesMut,
     codec::{Decoder as _, Encoder as _},
 };
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use self::{
     codec::{AsciiCodec, AsciiFrame},
@@ -33,9 +33,9 @@ use self::{
 };
 use super::{DeviceClient, Exception, ModbusResult, TransportError, check_write};
 use crate::{
-    backoff::Backoff,
     config::{BusConfig, Transport},
     devices::modbus::port_builder,
+    devices::reconnect::ReconnectGate,
 };
 
 pub use super::TURNAROUND_DELAY;
@@ -55,8 +55,7 @@ pub struct AsciiClient<T = SerialStream> {
     open: Option<Opener<T>>,
     io: Option<T>,
     buf: BytesMut,
-    reconnect: Backoff,
-    next_connect_at: Option<Instant>,
+    reconnect: ReconnectGate,
     quiet_until: Option<Instant>,
 }
 
@@ -102,8 +101,7 @@ impl<T> AsciiClient<T> {
             open: None,
             io: None,
             buf: BytesMut::with_capacity(codec::MAX_FRAME_CHARS),
-            reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            next_connect_at: None,
+            reconnect: ReconnectGate::default(),
             quiet_until: None,
         }
     }
@@ -131,32 +129,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsciiClient<T> {
                 reason: "the attached stream was closed after an error".into(),
             });
         };
-        if let Some(at) = self.next_connect_at {
-            let now = Instant::now();
-            if now < at {
-                return Err(TransportError::Reconnecting {
-                    target,
-                    retry_in: at - now,
-                });
-            }
-        }
+        self.reconnect.check(&target)?;
         // Opening a serial port is a synchronous syscall that does not wait
         // for the line, so unlike a TCP connect it needs no timeout of its own.
         match open() {
             Ok(io) => {
-                info!(bus = %self.bus, %target, "field bus connected");
+                self.reconnect.opened(&self.bus, &target);
                 self.io = Some(io);
-                self.reconnect.reset();
-                self.next_connect_at = None;
                 Ok(())
             }
-            Err(e) => {
-                let delay = self.reconnect.next_delay();
-                let reason = e.to_string();
-                warn!(bus = %self.bus, %target, %reason, retry_in = ?delay, "field bus connect failed");
-                self.next_connect_at = Some(Instant::now() + delay);
-                Err(TransportError::Connect { target, reason })
-            }
+            Err(e) => Err(self.reconnect.failed(&self.bus, target, e.to_string())),
         }
     }
 

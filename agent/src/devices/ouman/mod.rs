@@ -23,14 +23,14 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     time::{Instant, timeout},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use self::codec::{CodecError, Command, Frame, FrameDecoder, expect_reply};
 pub use self::driver::OumanDriver;
 use super::{TransportError, ascii::discard_input, modbus::port_builder};
 use crate::{
-    backoff::Backoff,
     config::{BusConfig, OumanLink, SerialSettings, Transport},
+    devices::reconnect::ReconnectGate,
     registers::ouman::DataId,
 };
 
@@ -99,8 +99,7 @@ pub struct OumanClient {
     timeout: Duration,
     io: Option<Box<dyn Link>>,
     decoder: FrameDecoder,
-    reconnect: Backoff,
-    next_connect_at: Option<Instant>,
+    reconnect: ReconnectGate,
 }
 
 impl fmt::Debug for OumanClient {
@@ -160,8 +159,7 @@ impl OumanClient {
             timeout,
             io,
             decoder: FrameDecoder::new(),
-            reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            next_connect_at: None,
+            reconnect: ReconnectGate::default(),
         }
     }
 
@@ -236,15 +234,7 @@ impl OumanClient {
             return Ok(());
         }
         let target = self.target.clone();
-        if let Some(at) = self.next_connect_at {
-            let now = Instant::now();
-            if now < at {
-                return Err(TransportError::Reconnecting {
-                    target,
-                    retry_in: at - now,
-                });
-            }
-        }
+        self.reconnect.check(&target)?;
         let opened: Result<Box<dyn Link>, String> = match &self.endpoint {
             // Opening a serial port does not wait for the line: no timeout needed.
             Endpoint::Serial(s) => tokio_serial::SerialStream::open(&port_builder(s))
@@ -267,19 +257,11 @@ impl OumanClient {
         };
         match opened {
             Ok(io) => {
-                info!(bus = %self.bus, %target, "field bus connected");
+                self.reconnect.opened(&self.bus, &target);
                 self.io = Some(io);
-                self.reconnect.reset();
-                self.next_connect_at = None;
                 Ok(())
             }
-            Err(reason) => {
-                let delay = self.reconnect.next_delay();
-                // Logged once per back-off step, not for every poll that finds the bus closed.
-                warn!(bus = %self.bus, %target, %reason, retry_in = ?delay, "field bus connect failed");
-                self.next_connect_at = Some(Instant::now() + delay);
-                Err(TransportError::Connect { target, reason })
-            }
+            Err(reason) => Err(self.reconnect.failed(&self.bus, target, reason)),
         }
     }
 }

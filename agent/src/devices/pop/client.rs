@@ -29,7 +29,7 @@ use tokio::{
 };
 use tokio_serial::SerialStream;
 use tokio_util::bytes::BytesMut;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{
     FRAME_GAP, PopError, PopTiming, char_time,
@@ -40,8 +40,8 @@ use super::{
     },
 };
 use crate::{
-    backoff::Backoff,
     config::{BusConfig, DataBits, Parity, SerialSettings, StopBits, Transport},
+    devices::reconnect::ReconnectGate,
     devices::{TransportError, modbus::port_builder},
 };
 
@@ -110,8 +110,7 @@ pub struct PopClient<T = SerialStream> {
     char_time: Duration,
     open: Option<Opener<T>>,
     line: Option<Line<T>>,
-    reconnect: Backoff,
-    next_connect_at: Option<Instant>,
+    reconnect: ReconnectGate,
     stats: LineStats,
 }
 
@@ -174,8 +173,7 @@ impl<T> PopClient<T> {
             char_time,
             open: None,
             line: None,
-            reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            next_connect_at: None,
+            reconnect: ReconnectGate::default(),
             stats: LineStats::default(),
         }
     }
@@ -303,34 +301,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopClient<T> {
                 reason: "the attached stream was closed after an error".into(),
             });
         };
-        if let Some(at) = self.next_connect_at {
-            let now = Instant::now();
-            if now < at {
-                return Err(TransportError::Reconnecting {
-                    target,
-                    retry_in: at - now,
-                });
-            }
-        }
+        self.reconnect.check(&target)?;
         match open() {
             Ok(io) => {
-                info!(bus = %self.bus, %target, "pop bus connected");
+                self.reconnect.opened(&self.bus, &target);
                 self.line = Some(Line {
                     io,
                     buf: BytesMut::with_capacity(4 * MAX_FRAME),
                     last_rx: Instant::now(),
                 });
-                self.reconnect.reset();
-                self.next_connect_at = None;
                 Ok(())
             }
-            Err(e) => {
-                let delay = self.reconnect.next_delay();
-                let reason = e.to_string();
-                warn!(bus = %self.bus, %target, %reason, retry_in = ?delay, "pop bus connect failed");
-                self.next_connect_at = Some(Instant::now() + delay);
-                Err(TransportError::Connect { target, reason })
-            }
+            Err(e) => Err(self.reconnect.failed(&self.bus, target, e.to_string())),
         }
     }
 
