@@ -22,6 +22,9 @@ use crate::{TestDb, stack::Login};
 
 /// How long to wait for the system to settle after a fault.
 pub const SETTLE: Duration = Duration::from_secs(40);
+/// How long an agent's ledger must stop growing after the devices are
+/// powered off before its count is final (many poll intervals).
+pub const LEDGER_QUIET: Duration = Duration::from_secs(2);
 
 /// How to build the stack.
 #[derive(Debug, Clone)]
@@ -296,22 +299,32 @@ impl FaultStack {
             "LEDGER CHECK IMPOSSIBLE: this agent build refuses `[buffer] ledger = true` \
              (the `buffer` branch adds it), so what the devices produced is unknown"
         );
-        // Let the backlog drain: stored catches up with the ledger.
+        // Let the backlog drain: stored catches up with the ledger. A poll
+        // that finished just before the power-off may reach the ledger a
+        // moment after a first look (a loaded machine), so the ledger must
+        // also have stopped growing for a while, not only match once.
         let deadline = tokio::time::Instant::now() + SETTLE;
         let db = self.db().await?;
         let mut reports = Vec::new();
-        for (i, s) in self.sites.iter().enumerate() {
+        for s in &self.sites {
+            let mut last_produced = None;
+            let mut unchanged_since = tokio::time::Instant::now();
             loop {
                 let ledger = ledger::read_ledger(&s.agent.buffer_db).await?;
                 let stored = ledger::read_stored(&db, s.agent_id).await?;
                 let rep = ledger::compare(&ledger, &stored);
-                if rep.missing.is_empty() || tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if last_produced != Some(rep.produced) {
+                    last_produced = Some(rep.produced);
+                    unchanged_since = now;
+                }
+                let quiet = now - unchanged_since >= LEDGER_QUIET;
+                if (rep.missing.is_empty() && quiet) || now >= deadline {
                     reports.push(rep);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let _ = i;
         }
         for s in &mut self.sites {
             s.agent.stop().await?;
