@@ -211,8 +211,9 @@ pub struct SerialSettings {
 
 /// Serial parity. Modbus over Serial Line V1.02 §2.5.1: even parity is the
 /// required default (8E1 for RTU, 7E1 for ASCII), so a serial bus without a
-/// `parity` key uses even. "none" should come with two stop bits, but many
-/// devices ship 8N1: such buses set `parity = "none"` (and `stop_bits`).
+/// `parity` key uses even. With `parity = "none"` and no `stop_bits` a Modbus
+/// bus sends two stop bits as the spec asks (an 8N1 device takes the second
+/// as idle line); `stop_bits = 1` gives plain 8N1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
@@ -701,7 +702,15 @@ impl Validator<'_> {
                         );
                     }
                 };
+                // Serial Line V1.02 §2.5.1: every character is 11 bits, so
+                // no parity means two stop bits. A receiver set to one stop
+                // bit takes the second as idle line, so this also talks to
+                // devices that ship 8N1. POP keeps its 8N1 [chosen].
+                let parity = raw
+                    .parity
+                    .unwrap_or(if pop { Parity::None } else { Parity::Even });
                 let stop_bits = match raw.stop_bits.as_ref().map(|d| (d.span(), *d.get_ref())) {
+                    None if parity == Parity::None && !pop => StopBits::Two,
                     None | Some((_, 1)) => StopBits::One,
                     Some((_, 2)) => StopBits::Two,
                     Some((s, n)) => {
@@ -718,9 +727,7 @@ impl Validator<'_> {
                     // Serial Line V1.02 §2.5.1 (RTU) and §2.5.2 (ASCII): even
                     // parity is the default both modes must support. POP: 8N1
                     // [chosen] (pop-protocol.md).
-                    parity: raw
-                        .parity
-                        .unwrap_or(if pop { Parity::None } else { Parity::Even }),
+                    parity,
                     data_bits,
                     stop_bits,
                 };
@@ -1062,6 +1069,17 @@ poll_interval_ms = 5000
             panic!("an rtu transport")
         };
         assert_eq!((s.parity, s.stop_bits), (Parity::None, StopBits::One));
+        // Without `stop_bits`, no parity means two stop bits (11-bit characters).
+        let cfg = load(
+            &GOOD
+                .replace("parity = \"even\"", "parity = \"none\"")
+                .replace("stop_bits = 1\n", ""),
+        )
+        .unwrap();
+        let Transport::Rtu(s) = &cfg.buses[0].transport else {
+            panic!("an rtu transport")
+        };
+        assert_eq!((s.parity, s.stop_bits), (Parity::None, StopBits::Two));
     }
 
     #[test]
