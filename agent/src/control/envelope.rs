@@ -39,7 +39,8 @@ use toml::Spanned;
 
 use super::PointKey;
 use crate::{
-    config::DeviceConfig,
+    config::{BusConfig, DeviceConfig, Transport},
+    registers::Direction,
     tomlfile::{self, TomlFileError},
 };
 
@@ -341,16 +342,24 @@ struct RawActionWrite {
 }
 
 /// Read the envelope from the configuration file `text` (named `file` in
-/// errors), checking every point against the configured `devices`.
+/// errors), checking every point against the configured `devices` and the
+/// `buses` they hang on (a device on a `modbus_slave` bus is written by
+/// offering values to its PLC: only its `to_plc` points can be writable).
 ///
 /// Errors name the line and key, e.g.
 /// ``agent.toml line 40: key `writable[0].max`: max 80 is not above min 90``.
-pub fn parse(file: &str, text: &str, devices: &[DeviceConfig]) -> Result<Envelope, TomlFileError> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    devices: &[DeviceConfig],
+    buses: &[BusConfig],
+) -> Result<Envelope, TomlFileError> {
     let raw: RawDoc = tomlfile::parse(file, text)?;
     let p = Parser {
         file,
         text,
         devices,
+        buses,
     };
     let mut writables: Vec<Writable> = Vec::new();
     for (i, w) in raw.writable.into_iter().enumerate() {
@@ -377,6 +386,7 @@ struct Parser<'a> {
     file: &'a str,
     text: &'a str,
     devices: &'a [DeviceConfig],
+    buses: &'a [BusConfig],
 }
 
 impl Parser<'_> {
@@ -420,6 +430,13 @@ impl Parser<'_> {
                 ),
             );
         };
+        let on_slave_bus = self
+            .buses
+            .iter()
+            .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)));
+        if on_slave_bus {
+            return self.slave_point(dev, pt, point, key);
+        }
         if !pt.writable {
             return self.err(
                 point.span(),
@@ -462,6 +479,52 @@ impl Parser<'_> {
             }
             // Other protocols (POP) write through their bus driver.
             _ => {}
+        }
+        Ok((PointKey::new(&dev.key, &pt.key), pt))
+    }
+
+    /// A point of a device on a `modbus_slave` bus: the agent writes it by
+    /// offering the value to the PLC, so it must be `to_plc` (input
+    /// registers and discrete inputs always are) and marked writable.
+    fn slave_point<'d>(
+        &self,
+        dev: &'d DeviceConfig,
+        pt: &'d crate::registers::Point,
+        point: &Spanned<String>,
+        key: impl Fn(&str) -> String,
+    ) -> Result<(PointKey, &'d crate::registers::Point), TomlFileError> {
+        if pt.direction == Some(Direction::FromPlc) {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is `from_plc`: the PLC writes it and the agent only reads it; \
+                     on a `modbus_slave` device only `to_plc` points (values offered to the PLC) \
+                     can be writable",
+                    dev.key, pt.key
+                ),
+            );
+        }
+        if !pt.writable {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is not writable: its profile does not mark it `writable = true`",
+                    dev.key, pt.key
+                ),
+            );
+        }
+        if !pt.enabled {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is disabled (`enabled = false`), so it is not in the PLC's \
+                     exchange area and cannot be offered",
+                    dev.key, pt.key
+                ),
+            );
         }
         Ok((PointKey::new(&dev.key, &pt.key), pt))
     }
@@ -783,12 +846,12 @@ value = 55
 
     pub(crate) fn envelope() -> Envelope {
         let text = format!("{BASE}{ENVELOPE}");
-        parse("agent.toml", &text, &devices()).unwrap()
+        parse("agent.toml", &text, &devices(), &[]).unwrap()
     }
 
     fn invalid(envelope: &str) -> TomlFileError {
         let text = format!("{BASE}{envelope}");
-        parse("agent.toml", &text, &devices()).unwrap_err()
+        parse("agent.toml", &text, &devices(), &[]).unwrap_err()
     }
 
     /// Line of the first occurrence of `needle` in BASE + ENVELOPE-like text.
@@ -895,7 +958,7 @@ value = 55
 
     #[test]
     fn an_agent_toml_without_tables_has_an_empty_envelope() {
-        let env = parse("agent.toml", BASE, &devices()).unwrap();
+        let env = parse("agent.toml", BASE, &devices(), &[]).unwrap();
         assert!(env.is_empty());
     }
 
@@ -983,7 +1046,7 @@ value = 55
         let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
             .unwrap()
             .devices;
-        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices, &[]).unwrap_err();
         assert_eq!(err.key, "writable[0].point");
         assert!(
             err.message.contains("no Modbus function writes it"),
@@ -1006,6 +1069,68 @@ value = 55
         assert!(w.check(21.75).is_err());
     }
 
+    /// A PLC exchange area on a `modbus_slave` bus (built-in profile).
+    const SLAVE: &str = "\n[[bus]]\nname = \"plc\"\nkind = \"modbus_slave\"\npath = \"/dev/ttyUSB1\"\n\n\
+        [[device]]\nkey = \"cottage\"\nbus = \"plc\"\nunit_id = 10\nprofile = \"plc_cottage_exchange\"\n";
+
+    fn slave_writable(point: &str, kind: &str) -> String {
+        let limits = if kind == "setpoint" {
+            "min = 5.0\nmax = 25.0\nstep = 0.5\n"
+        } else {
+            ""
+        };
+        format!(
+            "\n[[writable]]\ndevice = \"cottage\"\npoint = \"{point}\"\nkind = \"{kind}\"\n{limits}max_override_minutes = 60\n"
+        )
+    }
+
+    #[test]
+    fn a_writable_on_a_slave_device_must_be_a_point_offered_to_the_plc() {
+        // to_plc points: a holding register, a coil, and an input register
+        // (which a master cannot write, but the agent fills for the PLC).
+        let ok = format!(
+            "{BASE}{SLAVE}{}{}{}",
+            slave_writable("room_setpoint", "setpoint"),
+            slave_writable("heating_request", "output"),
+            slave_writable("server_link_up", "output"),
+        );
+        let cfg = AgentConfig::from_toml("agent.toml", &ok, Path::new("/x")).unwrap();
+        assert_eq!(cfg.envelope.writables.len(), 3);
+
+        // from_plc: what the PLC writes is refused at load, with file and line.
+        let text = format!(
+            "{BASE}{SLAVE}{}",
+            slave_writable("room_setpoint_applied", "setpoint")
+        );
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert_eq!(err.key, "writable[0].point");
+        assert_eq!(
+            err.line,
+            tomlfile::line_of(&text, text.find("point = \"room_setpoint_applied").unwrap())
+        );
+        assert!(
+            err.to_string().starts_with("agent.toml line ")
+                && err.message.contains("`cottage.room_setpoint_applied` is `from_plc`")
+                && err.message.contains("only `to_plc` points"),
+            "{err}"
+        );
+
+        // A disabled to_plc point is not in the bank.
+        let text = format!(
+            "{BASE}{SLAVE}\n[[device.point]]\nname = \"spare\"\nfunction = \"holding\"\naddress = 40\n\
+             data_type = \"u16\"\ndirection = \"to_plc\"\nwritable = true\nenabled = false\n{}",
+            slave_writable("spare", "output")
+        );
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert!(err.message.contains("not in the PLC's exchange area"), "{err}");
+    }
+
     #[test]
     fn a_point_not_polled_needs_a_value_when_idle() {
         let base = BASE.replacen(
@@ -1016,7 +1141,7 @@ value = 55
         let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
             .unwrap()
             .devices;
-        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices, &[]).unwrap_err();
         assert_eq!(err.key, "writable[0].point");
         assert!(err.message.contains("not polled"), "{err}");
         let fixed = ENVELOPE.replacen(
@@ -1024,7 +1149,7 @@ value = 55
             "daily_write_cap = 24\nvalue_when_idle = 45",
             1,
         );
-        parse("agent.toml", &format!("{base}{fixed}"), &devices).unwrap();
+        parse("agent.toml", &format!("{base}{fixed}"), &devices, &[]).unwrap();
     }
 
     #[test]
