@@ -290,6 +290,7 @@ async fn an_unplugged_slave_line_is_reopened_and_the_plc_is_served_again() {
         "plc".into(),
         line,
         vec![unit],
+        agent::poller::BusHandle::new("plc").1,
         tx,
         cancel.clone(),
         std::sync::Arc::new(Metrics::default()),
