@@ -84,6 +84,11 @@ pub struct Writable {
     pub schedulable: bool,
     /// Written when no action, override or schedule asks for anything.
     pub value_when_idle: Option<f64>,
+    /// On a `modbus_slave` device: the `from_plc` point where the PLC writes
+    /// back the value it applied (the profile's `echo`). Its readings are
+    /// this point's reported value: what the PLC uses, including a change
+    /// made at the PLC itself. `None`: the point's own readings.
+    pub echo: Option<String>,
 }
 
 impl Writable {
@@ -430,11 +435,7 @@ impl Parser<'_> {
                 ),
             );
         };
-        let on_slave_bus = self
-            .buses
-            .iter()
-            .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)));
-        if on_slave_bus {
+        if self.on_slave_bus(dev) {
             return self.slave_point(dev, pt, point, key);
         }
         if !pt.writable {
@@ -481,6 +482,12 @@ impl Parser<'_> {
             _ => {}
         }
         Ok((PointKey::new(&dev.key, &pt.key), pt))
+    }
+
+    fn on_slave_bus(&self, dev: &DeviceConfig) -> bool {
+        self.buses
+            .iter()
+            .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)))
     }
 
     /// A point of a device on a `modbus_slave` bus: the agent writes it by
@@ -657,7 +664,12 @@ impl Parser<'_> {
             daily_write_cap,
             schedulable: raw.schedulable,
             value_when_idle: None,
+            echo: pt.echo.clone(),
         };
+        let on_slave_bus = self
+            .devices
+            .iter()
+            .any(|d| d.key == w.key.device && self.on_slave_bus(d));
         if let Some(v) = &raw.value_when_idle {
             match w.check(*v.get_ref()) {
                 Ok(v) => w.value_when_idle = Some(v),
@@ -671,6 +683,20 @@ impl Parser<'_> {
                 format!(
                     "`{}` is not polled (enabled = false) and has no value_when_idle: \
                      the agent could not know what to put back after an override",
+                    w.key
+                ),
+            );
+        } else if on_slave_bus && w.echo.is_none() {
+            // The PLC reads "unknown" until the agent offers something, and
+            // without an echo never says what it uses instead.
+            return self.err(
+                raw.point.span(),
+                key("point"),
+                format!(
+                    "`{}` is offered to the PLC without an `echo` point and has no \
+                     value_when_idle: the agent never learns the value the PLC uses, so it \
+                     could not know what to put back after an override (give it a \
+                     value_when_idle, offered whenever nothing else asks)",
                     w.key
                 ),
             );
@@ -1086,16 +1112,34 @@ value = 55
 
     #[test]
     fn a_writable_on_a_slave_device_must_be_a_point_offered_to_the_plc() {
-        // to_plc points: a holding register, a coil, and an input register
-        // (which a master cannot write, but the agent fills for the PLC).
+        // to_plc points: a holding register and a coil the PLC echoes, and a
+        // discrete input (which a master cannot write, but the agent fills
+        // for the PLC) with the value offered when nothing else asks.
         let ok = format!(
-            "{BASE}{SLAVE}{}{}{}",
+            "{BASE}{SLAVE}{}{}{}value_when_idle = 1\n",
             slave_writable("room_setpoint", "setpoint"),
             slave_writable("heating_request", "output"),
             slave_writable("server_link_up", "output"),
         );
         let cfg = AgentConfig::from_toml("agent.toml", &ok, Path::new("/x")).unwrap();
-        assert_eq!(cfg.envelope.writables.len(), 3);
+        let w = &cfg.envelope.writables;
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].echo.as_deref(), Some("room_setpoint_applied"));
+        assert_eq!(w[1].echo.as_deref(), Some("heating_on"));
+        assert_eq!((w[2].echo.as_deref(), w[2].value_when_idle), (None, Some(1.0)));
+
+        // Without an echo the agent never learns what the PLC uses: it needs
+        // a value to offer when nothing else asks.
+        let text = format!("{BASE}{SLAVE}{}", slave_writable("car_heater_request", "output"));
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert_eq!(err.key, "writable[0].point");
+        assert!(
+            err.message.contains("without an `echo` point and has no value_when_idle"),
+            "{err}"
+        );
 
         // from_plc: what the PLC writes is refused at load, with file and line.
         let text = format!(
@@ -1122,7 +1166,7 @@ value = 55
         let text = format!(
             "{BASE}{SLAVE}\n[[device.point]]\nname = \"spare\"\nfunction = \"holding\"\naddress = 40\n\
              data_type = \"u16\"\ndirection = \"to_plc\"\nwritable = true\nenabled = false\n{}",
-            slave_writable("spare", "output")
+            slave_writable("spare", "output") + "value_when_idle = 0\n"
         );
         let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
             Err(crate::config::ConfigError::Invalid(e)) => e,

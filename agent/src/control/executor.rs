@@ -121,7 +121,8 @@ pub enum ControlInput {
 }
 
 /// Latest values the devices reported for the envelope's points, filled by
-/// [`forward`] from the pollers' readings.
+/// [`forward`] from the pollers' readings (for a point offered to a PLC with
+/// an `echo`, from the echo's readings as well).
 pub type Reported = Arc<Mutex<HashMap<PointKey, f64>>>;
 
 /// Pass the pollers' events on to the uplink (`out`), noting the values of
@@ -153,11 +154,11 @@ fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading])
             continue;
         }
         let v = r.value;
-        if let Some(w) = envelope
-            .writables
-            .iter()
-            .find(|w| w.key.device == r.device && w.key.point == r.point)
-        {
+        // A PLC's echo of a point offered to it is that point's read-back.
+        if let Some(w) = envelope.writables.iter().find(|w| {
+            w.key.device == r.device
+                && (w.key.point == r.point || w.echo.as_deref() == Some(r.point.as_str()))
+        }) {
             map.insert(w.key.clone(), v);
         }
     }
