@@ -472,7 +472,10 @@ async fn a_command_through_the_executor_reaches_the_plc_and_the_echo_is_the_resu
     let plc = RunningPlc::start(&pty.a);
     // The agent knows the setpoint the PLC uses (its echo, the PLC's own
     // default until the agent offers one): the value to put back later.
-    readings_until(&mut server, |l| l.get("room_setpoint_applied") == Some(&15.0)).await;
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&15.0)
+    })
+    .await;
 
     // Inside the envelope and the PLC's own limits: offered, read, echoed.
     let r = ask(&mut server, set("room_setpoint", 21.5)).await;
@@ -511,15 +514,17 @@ async fn a_write_while_the_plc_is_silent_is_unverified_stays_offered_and_is_retr
     let mut server = FakeServer::start().await;
     let toml = format!("{}{ENVELOPE}", agent_toml(&server.url, &pty.b, 300));
     // The executor's clock runs 30 times as fast: its 60-s retry comes in 2 s.
-    let clock =
-        agent::control::executor::Clock::starting_at(time::OffsetDateTime::now_utc(), 30.0);
+    let clock = agent::control::executor::Clock::starting_at(time::OffsetDateTime::now_utc(), 30.0);
     let (stop, handle, bank) = common::spawn_agent_with(
         &toml,
         |a| a.with_control_clock(clock),
         |a| a.slave_bank(DEVICE).unwrap(),
     );
     let plc = RunningPlc::start(&pty.a);
-    readings_until(&mut server, |l| l.get("room_setpoint_applied") == Some(&15.0)).await;
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&15.0)
+    })
+    .await;
 
     // The PLC stops polling: nobody reads the offer.
     let silent = plc.pause().await;
@@ -552,9 +557,11 @@ async fn a_write_while_the_plc_is_silent_is_unverified_stays_offered_and_is_retr
     .await;
     // The retried write itself succeeds (the executor says so only on `Ok`).
     within("the retried write to be taken", async {
-        while !logs.text().lines().any(|l| {
-            l.contains("written and read back") && l.contains("cottage_plc.room_setpoint")
-        }) {
+        while !logs
+            .text()
+            .lines()
+            .any(|l| l.contains("written and read back") && l.contains("cottage_plc.room_setpoint"))
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

@@ -1126,18 +1126,25 @@ value = 55
         assert_eq!(w.len(), 3);
         assert_eq!(w[0].echo.as_deref(), Some("room_setpoint_applied"));
         assert_eq!(w[1].echo.as_deref(), Some("heating_on"));
-        assert_eq!((w[2].echo.as_deref(), w[2].value_when_idle), (None, Some(1.0)));
+        assert_eq!(
+            (w[2].echo.as_deref(), w[2].value_when_idle),
+            (None, Some(1.0))
+        );
 
         // Without an echo the agent never learns what the PLC uses: it needs
         // a value to offer when nothing else asks.
-        let text = format!("{BASE}{SLAVE}{}", slave_writable("car_heater_request", "output"));
+        let text = format!(
+            "{BASE}{SLAVE}{}",
+            slave_writable("car_heater_request", "output")
+        );
         let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
             Err(crate::config::ConfigError::Invalid(e)) => e,
             other => panic!("refused, got {other:?}"),
         };
         assert_eq!(err.key, "writable[0].point");
         assert!(
-            err.message.contains("without an `echo` point and has no value_when_idle"),
+            err.message
+                .contains("without an `echo` point and has no value_when_idle"),
             "{err}"
         );
 
@@ -1157,7 +1164,9 @@ value = 55
         );
         assert!(
             err.to_string().starts_with("agent.toml line ")
-                && err.message.contains("`cottage.room_setpoint_applied` is `from_plc`")
+                && err
+                    .message
+                    .contains("`cottage.room_setpoint_applied` is `from_plc`")
                 && err.message.contains("only `to_plc` points"),
             "{err}"
         );
@@ -1172,7 +1181,10 @@ value = 55
             Err(crate::config::ConfigError::Invalid(e)) => e,
             other => panic!("refused, got {other:?}"),
         };
-        assert!(err.message.contains("not in the PLC's exchange area"), "{err}");
+        assert!(
+            err.message.contains("not in the PLC's exchange area"),
+            "{err}"
+        );
     }
 
     #[test]
