@@ -28,7 +28,12 @@
 //! An output (`kind = "output"`) is 0 (off) or 1 (on) and takes no `min`,
 //! `max` or `step`. Every point named must be a configured device's point that
 //! its profile marks `writable = true`; every action write must name a
-//! `[[writable]]` and lie within its limits. The server never changes any of
+//! `[[writable]]` and lie within its limits. On a `modbus_slave` device (a
+//! PLC's exchange area) the point must be an enabled `to_plc` point: the
+//! agent offers the value to the PLC ([`crate::devices::slave`]); a
+//! `from_plc` point, which the PLC writes, is refused. Its `echo` point, if
+//! any, reports the value the PLC uses ([`Writable::echo`]); without one it
+//! needs a `value_when_idle`. The server never changes any of
 //! this: it only receives a copy ([`Envelope::info`]) for its UI.
 
 use std::time::Duration;

@@ -34,7 +34,11 @@
 //! the offer, and, when the point names an `echo` point, once that `from_plc`
 //! point holds the same value (within half its scale step). A newer offer for
 //! the same point supersedes an older one, which resolves as
-//! [`DeliveryError::Superseded`].
+//! [`DeliveryError::Superseded`]. [`Bank::write`] is the same offer with the
+//! semantics of a bus write (the agent's write queue on a slave bus uses it):
+//! writable `to_plc` points only, a time limit, and a reason when the PLC did
+//! not take the value in time (not read, read but not echoed, or echoed with
+//! another value: a mismatch).
 //!
 //! **Exceptions** (Modbus Application Protocol V1.1b3 §7): a request that
 //! touches an address the profile does not map, or a write that touches a

@@ -12,6 +12,11 @@
 //! `poll_interval_ms`) without one, online again at the next request
 //! ([`Liveness`], pure and tested without I/O).
 //!
+//! Writes arrive on the bus's command queue like on every other bus
+//! ([`serve_writes`]): each is offered to its unit's bank and answered when
+//! the master has taken it, or after [`delivery_limit`] (three rounds, 2 to
+//! 60 s) with the reason, the value staying offered ([`Bank::write`]).
+//!
 //! Why not tokio-modbus's `rtu-server` (0.17, `src/server/rtu.rs`,
 //! `src/codec/rtu.rs`): its `serve_forever` returns (ends the server) on a
 //! CRC-valid frame whose PDU it cannot decode (e.g. FC05 with a value other
