@@ -466,7 +466,7 @@ impl Validator<'_> {
                 }
             },
         };
-        let envelope = crate::control::envelope::parse(self.file, self.text, &devices)?;
+        let envelope = crate::control::envelope::parse(self.file, self.text, &devices, &buses)?;
         Ok(AgentConfig {
             server,
             buses,

@@ -91,11 +91,8 @@ impl Agent {
         let mut writer = poller::Writer::new();
         let mut commands = BTreeMap::new();
         for bus in &cfg.buses {
-            // A slave bus is not polled: its exchange areas are written through
-            // `slave_bank(..)`, so the writer has no route to them.
-            if matches!(bus.transport, Transport::ModbusSlave(_)) {
-                continue;
-            }
+            // Every bus has a queue. A slave bus serves it by offering the
+            // value to the device's bank and waiting for the PLC to take it.
             let (handle, rx) = poller::BusHandle::new(&bus.name);
             for d in cfg.devices.iter().filter(|d| d.bus == bus.name) {
                 writer.route(&d.key, handle.clone());
@@ -113,7 +110,9 @@ impl Agent {
     }
 
     /// Writes to the configured devices: each goes to its bus's queue and runs
-    /// there before the next poll. Take it before [`Agent::run_until_stopped`];
+    /// there before the next poll (on a `modbus_slave` bus: is offered to the
+    /// device's bank and done once the PLC master has taken it, see
+    /// [`slave::Bank::write`]). Take it before [`Agent::run_until_stopped`];
     /// writes are answered while the agent runs, and fail with
     /// [`poller::WriteError::BusStopped`] once it has stopped.
     pub fn writer(&self) -> poller::Writer {
@@ -230,7 +229,9 @@ impl Agent {
                         })
                         .collect();
                     let line = line.clone();
-                    tasks.spawn(slave::run_slave_bus(name, line, units, tx, cancel, metrics));
+                    tasks.spawn(slave::run_slave_bus(
+                        name, line, units, cmds, tx, cancel, metrics,
+                    ));
                 }
                 Transport::Pop(_) => {
                     let driver = devices::pop::PopDriver::new(devices::pop::PopClient::new(bus));

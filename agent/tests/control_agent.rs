@@ -7,16 +7,13 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use agent::{
     control::executor::Clock,
     sim::{Eh203Sim, SimOptions},
 };
-use common::{FakeServer, agent_toml, socat_pair, within};
+use common::{FakeServer, Logs, agent_toml, socat_pair, within};
 use protocol::{
     AgentToServer, Command, CommandOutcome, CommandResult, ControlRequest, ControlSource,
     ControlState, Period, ServerToAgent, WeeklySchedule,
@@ -69,33 +66,6 @@ device = "heatpump"
 point = "dhw_setpoint"
 value = 55
 "#;
-
-/// Log lines of this test process (every test binary runs its tests in their
-/// own processes under nextest, so the global subscriber is this test's).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn install() -> Logs {
-        let logs = Logs::default();
-        let sink = logs.clone();
-        agent::telemetry::init("info", move || sink.clone());
-        logs
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn command(request: ControlRequest) -> Command {
     let now = OffsetDateTime::now_utc();

@@ -290,6 +290,7 @@ async fn an_unplugged_slave_line_is_reopened_and_the_plc_is_served_again() {
         "plc".into(),
         line,
         vec![unit],
+        agent::poller::BusHandle::new("plc").1,
         tx,
         cancel.clone(),
         std::sync::Arc::new(Metrics::default()),
@@ -349,4 +350,225 @@ async fn an_unplugged_slave_line_is_reopened_and_the_plc_is_served_again() {
     assert!(bank.value("indoor_temp").unwrap().is_some());
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// The installer's envelope for the cottage PLC: wider than the PLC's own
+/// 5..25 °C setpoint limits (the PLC clamps, the agent reports it).
+const ENVELOPE: &str = r#"
+[[writable]]
+device = "cottage_plc"
+point = "room_setpoint"
+kind = "setpoint"
+min = 5.0
+max = 30.0
+step = 0.5
+max_override_minutes = 60
+
+[[writable]]
+device = "cottage_plc"
+point = "heating_request"
+kind = "output"
+max_override_minutes = 60
+"#;
+
+fn set(point: &str, value: f64) -> protocol::Command {
+    let now = time::OffsetDateTime::now_utc();
+    protocol::Command {
+        id: uuid::Uuid::new_v4(),
+        issued_at: now,
+        expires_at: now + time::Duration::minutes(5),
+        issued_by: "owner@example.com".into(),
+        request: protocol::ControlRequest::Set {
+            device: DEVICE.into(),
+            point: point.into(),
+            value,
+            until: None,
+        },
+    }
+}
+
+/// Send `cmd` down the link and wait for its result.
+async fn ask(server: &mut FakeServer, cmd: protocol::Command) -> protocol::CommandResult {
+    let id = cmd.id;
+    server.send(protocol::ServerToAgent::Command(cmd));
+    server
+        .next_matching("the command's result", |s| match &s.msg {
+            AgentToServer::CommandResult(r) if r.id == id => Some(r.clone()),
+            _ => None,
+        })
+        .await
+}
+
+async fn control_state(
+    server: &mut FakeServer,
+    what: &str,
+    want: impl Fn(&protocol::ControlState) -> bool,
+) -> protocol::ControlState {
+    server
+        .next_matching(what, |s| match &s.msg {
+            AgentToServer::ControlState(c) if want(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await
+}
+
+/// The simulated PLC running its rounds (paced 100 ms apart) until dropped;
+/// `read` holds what its latest round read from the agent.
+struct RunningPlc {
+    read: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Option<f64>>>>,
+    /// Held by the PLC during each round; whoever else holds it stops the PLC.
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPlc {
+    fn start(tty: &std::path::Path) -> RunningPlc {
+        let read: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Option<f64>>>> =
+            std::sync::Arc::default();
+        let gate: std::sync::Arc<tokio::sync::Mutex<()>> = std::sync::Arc::default();
+        let (seen, turn) = (read.clone(), gate.clone());
+        let mut ctx = PlcMaster::connect(open(tty), UNIT);
+        let task = tokio::spawn(async move {
+            let mut plc = master();
+            loop {
+                let round = turn.lock().await;
+                let r = plc.round(&mut ctx).await;
+                *seen.lock().unwrap() = r.read.into_iter().collect();
+                drop(round);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        RunningPlc { read, gate, task }
+    }
+
+    /// Stop the PLC after its current round, until the guard is dropped.
+    async fn pause(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+
+    /// Wait until the PLC's latest round read `want` from `point`.
+    async fn until_read(&self, point: &str, want: f64) {
+        within(&format!("the PLC to read {point} = {want}"), async {
+            while self.read.lock().unwrap().get(point) != Some(&Some(want)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for RunningPlc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_through_the_executor_reaches_the_plc_and_the_echo_is_the_result() {
+    let pty = socat_pair().await;
+    let mut server = FakeServer::start().await;
+    let toml = format!("{}{ENVELOPE}", agent_toml(&server.url, &pty.b, 300));
+    let (stop, handle) = common::spawn_agent(&toml);
+    let plc = RunningPlc::start(&pty.a);
+    // The agent knows the setpoint the PLC uses (its echo, the PLC's own
+    // default until the agent offers one): the value to put back later.
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&15.0)
+    })
+    .await;
+
+    // Inside the envelope and the PLC's own limits: offered, read, echoed.
+    let r = ask(&mut server, set("room_setpoint", 21.5)).await;
+    assert_eq!(r.outcome, protocol::CommandOutcome::Applied, "{r:?}");
+    assert_eq!((r.before, r.after), (Some(15.0), Some(21.5)));
+    plc.until_read("room_setpoint", 21.5).await;
+    control_state(&mut server, "the applied state", |c| {
+        c.point == "room_setpoint" && c.commanded == Some(21.5) && c.reported == Some(21.5)
+    })
+    .await;
+    let r = ask(&mut server, set("heating_request", 1.0)).await;
+    assert_eq!(r.outcome, protocol::CommandOutcome::Applied, "{r:?}");
+    plc.until_read("heating_request", 1.0).await;
+
+    // Inside the envelope but above the PLC's 25 °C: the echo says 25, the
+    // agent reports a mismatch with both values and does not hide it.
+    let r = ask(&mut server, set("room_setpoint", 28.0)).await;
+    assert_eq!(r.outcome, protocol::CommandOutcome::Failed, "{r:?}");
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("wrote 28, the device reads back 25"),
+        "{reason}"
+    );
+    assert_eq!(r.after, Some(25.0));
+    plc.until_read("room_setpoint", 28.0).await;
+
+    drop(plc);
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_while_the_plc_is_silent_is_unverified_stays_offered_and_is_retried() {
+    let logs = common::Logs::install();
+    let pty = socat_pair().await;
+    let mut server = FakeServer::start().await;
+    let toml = format!("{}{ENVELOPE}", agent_toml(&server.url, &pty.b, 300));
+    // The executor's clock runs 30 times as fast: its 60-s retry comes in 2 s.
+    let clock = agent::control::executor::Clock::starting_at(time::OffsetDateTime::now_utc(), 30.0);
+    let (stop, handle, bank) = common::spawn_agent_with(
+        &toml,
+        |a| a.with_control_clock(clock),
+        |a| a.slave_bank(DEVICE).unwrap(),
+    );
+    let plc = RunningPlc::start(&pty.a);
+    readings_until(&mut server, |l| {
+        l.get("room_setpoint_applied") == Some(&15.0)
+    })
+    .await;
+
+    // The PLC stops polling: nobody reads the offer.
+    let silent = plc.pause().await;
+    let r = ask(&mut server, set("room_setpoint", 22.0)).await;
+    assert_eq!(r.outcome, protocol::CommandOutcome::Failed, "{r:?}");
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("written, but the read-back failed")
+            && reason.contains("did not read it within")
+            && reason.contains("stays in the bank")
+            && reason.contains("writes again in 60 s"),
+        "{reason}"
+    );
+    let offered = bank.value("room_setpoint").unwrap().unwrap();
+    assert_eq!((offered.value, offered.pending), (22.0, true));
+
+    // The executor offers it again (a new offer, later than the first)...
+    within("the executor to retry the write", async {
+        while bank.value("room_setpoint").unwrap().unwrap().updated_at == offered.updated_at {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // ...and once the PLC is back, it takes the value and echoes it.
+    drop(silent);
+    plc.until_read("room_setpoint", 22.0).await;
+    control_state(&mut server, "the delivered value reported", |c| {
+        c.point == "room_setpoint" && c.reported == Some(22.0)
+    })
+    .await;
+    // The retried write itself succeeds (the executor says so only on `Ok`).
+    within("the retried write to be taken", async {
+        while !logs
+            .text()
+            .lines()
+            .any(|l| l.contains("written and read back") && l.contains("cottage_plc.room_setpoint"))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(!bank.value("room_setpoint").unwrap().unwrap().pending);
+
+    drop(plc);
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
 }

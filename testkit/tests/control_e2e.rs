@@ -3,7 +3,9 @@
 //! the EH-203 simulator over Modbus TCP. The homeowner raises the hot-water
 //! setpoint on the Controls page in headless Chromium; the simulator's
 //! register changes, and the page shows the agent's read-back value and the
-//! applied result.
+//! applied result. Then someone turns the setpoint at the heat pump's own
+//! keypad, and the Controls page shows the device's new value at once (not
+//! at the agent's next periodic state refresh).
 
 use std::time::Duration;
 
@@ -13,6 +15,18 @@ use testkit::{Stack, browser, eventually};
 
 const T: Duration = Duration::from_secs(30);
 const KEY: &str = "heatpump/dhw_setpoint";
+/// How long a change made at the device may take to reach the page: a poll
+/// (300 ms) and a message, with room for a slow machine, yet well under the
+/// agent's periodic control-state refresh (60 s), which it must not wait for.
+const AT_ONCE: Duration = Duration::from_secs(20);
+
+/// The number in the `reported` field of control card `key` on the Controls
+/// page `html`.
+fn reported_on_page(html: &str, key: &str) -> Option<f64> {
+    let card = &html[html.find(&format!("data-control-key=\"{key}\""))?..];
+    let field = &card[card.find("class=\"reported\">")? + "class=\"reported\">".len()..];
+    field[..field.find('<')?].trim().parse().ok()
+}
 
 #[tokio::test]
 async fn the_homeowner_raises_the_hot_water_setpoint_and_the_real_device_takes_it()
@@ -89,6 +103,23 @@ async fn the_homeowner_raises_the_hot_water_setpoint_and_the_real_device_takes_i
         .context("stored")?;
     assert_eq!(cmd.status, CommandStatus::Applied);
     assert_eq!(cmd.value_after, Some(48.5));
+
+    // Someone turns the setpoint down to 47.0 at the heat pump's keypad: the
+    // page shows what the device now reports, next to what was commanded.
+    stack
+        .sim
+        .set_holding(agent::sim::DEMO_DHW_SETPOINT_REGISTER, 470)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let homeowner = stack.login_homeowner().await?;
+    let page = stack.url(&format!("/sites/{}/controls", site.site_id));
+    eventually(AT_ONCE, "the keypad's 47.0 on the Controls page", || {
+        let (homeowner, page) = (&homeowner, &page);
+        async move {
+            let html = homeowner.get(page).send().await.ok()?.text().await.ok()?;
+            (reported_on_page(&html, KEY) == Some(47.0)).then_some(())
+        }
+    })
+    .await?;
 
     stack.cleanup().await
 }

@@ -28,7 +28,12 @@
 //! An output (`kind = "output"`) is 0 (off) or 1 (on) and takes no `min`,
 //! `max` or `step`. Every point named must be a configured device's point that
 //! its profile marks `writable = true`; every action write must name a
-//! `[[writable]]` and lie within its limits. The server never changes any of
+//! `[[writable]]` and lie within its limits. On a `modbus_slave` device (a
+//! PLC's exchange area) the point must be an enabled `to_plc` point: the
+//! agent offers the value to the PLC ([`crate::devices::slave`]); a
+//! `from_plc` point, which the PLC writes, is refused. Its `echo` point, if
+//! any, reports the value the PLC uses ([`Writable::echo`]); without one it
+//! needs a `value_when_idle`. The server never changes any of
 //! this: it only receives a copy ([`Envelope::info`]) for its UI.
 
 use std::time::Duration;
@@ -39,7 +44,8 @@ use toml::Spanned;
 
 use super::PointKey;
 use crate::{
-    config::DeviceConfig,
+    config::{BusConfig, DeviceConfig, Transport},
+    registers::Direction,
     tomlfile::{self, TomlFileError},
 };
 
@@ -83,6 +89,11 @@ pub struct Writable {
     pub schedulable: bool,
     /// Written when no action, override or schedule asks for anything.
     pub value_when_idle: Option<f64>,
+    /// On a `modbus_slave` device: the `from_plc` point where the PLC writes
+    /// back the value it applied (the profile's `echo`). Its readings are
+    /// this point's reported value: what the PLC uses, including a change
+    /// made at the PLC itself. `None`: the point's own readings.
+    pub echo: Option<String>,
 }
 
 impl Writable {
@@ -341,16 +352,24 @@ struct RawActionWrite {
 }
 
 /// Read the envelope from the configuration file `text` (named `file` in
-/// errors), checking every point against the configured `devices`.
+/// errors), checking every point against the configured `devices` and the
+/// `buses` they hang on (a device on a `modbus_slave` bus is written by
+/// offering values to its PLC: only its `to_plc` points can be writable).
 ///
 /// Errors name the line and key, e.g.
 /// ``agent.toml line 40: key `writable[0].max`: max 80 is not above min 90``.
-pub fn parse(file: &str, text: &str, devices: &[DeviceConfig]) -> Result<Envelope, TomlFileError> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    devices: &[DeviceConfig],
+    buses: &[BusConfig],
+) -> Result<Envelope, TomlFileError> {
     let raw: RawDoc = tomlfile::parse(file, text)?;
     let p = Parser {
         file,
         text,
         devices,
+        buses,
     };
     let mut writables: Vec<Writable> = Vec::new();
     for (i, w) in raw.writable.into_iter().enumerate() {
@@ -377,6 +396,7 @@ struct Parser<'a> {
     file: &'a str,
     text: &'a str,
     devices: &'a [DeviceConfig],
+    buses: &'a [BusConfig],
 }
 
 impl Parser<'_> {
@@ -420,6 +440,9 @@ impl Parser<'_> {
                 ),
             );
         };
+        if self.on_slave_bus(dev) {
+            return self.slave_point(dev, pt, point, key);
+        }
         if !pt.writable {
             return self.err(
                 point.span(),
@@ -462,6 +485,58 @@ impl Parser<'_> {
             }
             // Other protocols (POP) write through their bus driver.
             _ => {}
+        }
+        Ok((PointKey::new(&dev.key, &pt.key), pt))
+    }
+
+    fn on_slave_bus(&self, dev: &DeviceConfig) -> bool {
+        self.buses
+            .iter()
+            .any(|b| b.name == dev.bus && matches!(b.transport, Transport::ModbusSlave(_)))
+    }
+
+    /// A point of a device on a `modbus_slave` bus: the agent writes it by
+    /// offering the value to the PLC, so it must be `to_plc` (input
+    /// registers and discrete inputs always are) and marked writable.
+    fn slave_point<'d>(
+        &self,
+        dev: &'d DeviceConfig,
+        pt: &'d crate::registers::Point,
+        point: &Spanned<String>,
+        key: impl Fn(&str) -> String,
+    ) -> Result<(PointKey, &'d crate::registers::Point), TomlFileError> {
+        if pt.direction == Some(Direction::FromPlc) {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is `from_plc`: the PLC writes it and the agent only reads it; \
+                     on a `modbus_slave` device only `to_plc` points (values offered to the PLC) \
+                     can be writable",
+                    dev.key, pt.key
+                ),
+            );
+        }
+        if !pt.writable {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is not writable: its profile does not mark it `writable = true`",
+                    dev.key, pt.key
+                ),
+            );
+        }
+        if !pt.enabled {
+            return self.err(
+                point.span(),
+                key("point"),
+                format!(
+                    "point `{}.{}` is disabled (`enabled = false`), so it is not in the PLC's \
+                     exchange area and cannot be offered",
+                    dev.key, pt.key
+                ),
+            );
         }
         Ok((PointKey::new(&dev.key, &pt.key), pt))
     }
@@ -594,7 +669,12 @@ impl Parser<'_> {
             daily_write_cap,
             schedulable: raw.schedulable,
             value_when_idle: None,
+            echo: pt.echo.clone(),
         };
+        let on_slave_bus = self
+            .devices
+            .iter()
+            .any(|d| d.key == w.key.device && self.on_slave_bus(d));
         if let Some(v) = &raw.value_when_idle {
             match w.check(*v.get_ref()) {
                 Ok(v) => w.value_when_idle = Some(v),
@@ -608,6 +688,20 @@ impl Parser<'_> {
                 format!(
                     "`{}` is not polled (enabled = false) and has no value_when_idle: \
                      the agent could not know what to put back after an override",
+                    w.key
+                ),
+            );
+        } else if on_slave_bus && w.echo.is_none() {
+            // The PLC reads "unknown" until the agent offers something, and
+            // without an echo never says what it uses instead.
+            return self.err(
+                raw.point.span(),
+                key("point"),
+                format!(
+                    "`{}` is offered to the PLC without an `echo` point and has no \
+                     value_when_idle: the agent never learns the value the PLC uses, so it \
+                     could not know what to put back after an override (give it a \
+                     value_when_idle, offered whenever nothing else asks)",
                     w.key
                 ),
             );
@@ -783,12 +877,12 @@ value = 55
 
     pub(crate) fn envelope() -> Envelope {
         let text = format!("{BASE}{ENVELOPE}");
-        parse("agent.toml", &text, &devices()).unwrap()
+        parse("agent.toml", &text, &devices(), &[]).unwrap()
     }
 
     fn invalid(envelope: &str) -> TomlFileError {
         let text = format!("{BASE}{envelope}");
-        parse("agent.toml", &text, &devices()).unwrap_err()
+        parse("agent.toml", &text, &devices(), &[]).unwrap_err()
     }
 
     /// Line of the first occurrence of `needle` in BASE + ENVELOPE-like text.
@@ -895,7 +989,7 @@ value = 55
 
     #[test]
     fn an_agent_toml_without_tables_has_an_empty_envelope() {
-        let env = parse("agent.toml", BASE, &devices()).unwrap();
+        let env = parse("agent.toml", BASE, &devices(), &[]).unwrap();
         assert!(env.is_empty());
     }
 
@@ -983,7 +1077,7 @@ value = 55
         let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
             .unwrap()
             .devices;
-        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices, &[]).unwrap_err();
         assert_eq!(err.key, "writable[0].point");
         assert!(
             err.message.contains("no Modbus function writes it"),
@@ -1006,6 +1100,98 @@ value = 55
         assert!(w.check(21.75).is_err());
     }
 
+    /// A PLC exchange area on a `modbus_slave` bus (built-in profile).
+    const SLAVE: &str = "\n[[bus]]\nname = \"plc\"\nkind = \"modbus_slave\"\npath = \"/dev/ttyUSB1\"\n\n\
+        [[device]]\nkey = \"cottage\"\nbus = \"plc\"\nunit_id = 10\nprofile = \"plc_cottage_exchange\"\n";
+
+    fn slave_writable(point: &str, kind: &str) -> String {
+        let limits = if kind == "setpoint" {
+            "min = 5.0\nmax = 25.0\nstep = 0.5\n"
+        } else {
+            ""
+        };
+        format!(
+            "\n[[writable]]\ndevice = \"cottage\"\npoint = \"{point}\"\nkind = \"{kind}\"\n{limits}max_override_minutes = 60\n"
+        )
+    }
+
+    #[test]
+    fn a_writable_on_a_slave_device_must_be_a_point_offered_to_the_plc() {
+        // to_plc points: a holding register and a coil the PLC echoes, and a
+        // discrete input (which a master cannot write, but the agent fills
+        // for the PLC) with the value offered when nothing else asks.
+        let ok = format!(
+            "{BASE}{SLAVE}{}{}{}value_when_idle = 1\n",
+            slave_writable("room_setpoint", "setpoint"),
+            slave_writable("heating_request", "output"),
+            slave_writable("server_link_up", "output"),
+        );
+        let cfg = AgentConfig::from_toml("agent.toml", &ok, Path::new("/x")).unwrap();
+        let w = &cfg.envelope.writables;
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].echo.as_deref(), Some("room_setpoint_applied"));
+        assert_eq!(w[1].echo.as_deref(), Some("heating_on"));
+        assert_eq!(
+            (w[2].echo.as_deref(), w[2].value_when_idle),
+            (None, Some(1.0))
+        );
+
+        // Without an echo the agent never learns what the PLC uses: it needs
+        // a value to offer when nothing else asks.
+        let text = format!(
+            "{BASE}{SLAVE}{}",
+            slave_writable("car_heater_request", "output")
+        );
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert_eq!(err.key, "writable[0].point");
+        assert!(
+            err.message
+                .contains("without an `echo` point and has no value_when_idle"),
+            "{err}"
+        );
+
+        // from_plc: what the PLC writes is refused at load, with file and line.
+        let text = format!(
+            "{BASE}{SLAVE}{}",
+            slave_writable("room_setpoint_applied", "setpoint")
+        );
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert_eq!(err.key, "writable[0].point");
+        assert_eq!(
+            err.line,
+            tomlfile::line_of(&text, text.find("point = \"room_setpoint_applied").unwrap())
+        );
+        assert!(
+            err.to_string().starts_with("agent.toml line ")
+                && err
+                    .message
+                    .contains("`cottage.room_setpoint_applied` is `from_plc`")
+                && err.message.contains("only `to_plc` points"),
+            "{err}"
+        );
+
+        // A disabled to_plc point is not in the bank.
+        let text = format!(
+            "{BASE}{SLAVE}\n[[device.point]]\nname = \"spare\"\nfunction = \"holding\"\naddress = 40\n\
+             data_type = \"u16\"\ndirection = \"to_plc\"\nwritable = true\nenabled = false\n{}",
+            slave_writable("spare", "output") + "value_when_idle = 0\n"
+        );
+        let err = match AgentConfig::from_toml("agent.toml", &text, Path::new("/x")) {
+            Err(crate::config::ConfigError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        };
+        assert!(
+            err.message.contains("not in the PLC's exchange area"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_point_not_polled_needs_a_value_when_idle() {
         let base = BASE.replacen(
@@ -1016,7 +1202,7 @@ value = 55
         let devices = AgentConfig::from_toml("agent.toml", &base, Path::new("/x"))
             .unwrap()
             .devices;
-        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices).unwrap_err();
+        let err = parse("agent.toml", &format!("{base}{ENVELOPE}"), &devices, &[]).unwrap_err();
         assert_eq!(err.key, "writable[0].point");
         assert!(err.message.contains("not polled"), "{err}");
         let fixed = ENVELOPE.replacen(
@@ -1024,7 +1210,7 @@ value = 55
             "daily_write_cap = 24\nvalue_when_idle = 45",
             1,
         );
-        parse("agent.toml", &format!("{base}{fixed}"), &devices).unwrap();
+        parse("agent.toml", &format!("{base}{fixed}"), &devices, &[]).unwrap();
     }
 
     #[test]

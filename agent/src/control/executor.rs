@@ -11,7 +11,11 @@
 //! clock was stepped) to switch schedule edges and revert overrides and
 //! actions **with or without a server**. Every change of a point's control
 //! state goes to the server as a [`protocol::ControlState`], and all of them
-//! after each (re)connect. The state is saved ([`store`]) after every change.
+//! after each (re)connect. That includes a value changed at the device itself
+//! (its keypad, a PLC's panel): [`forward`] wakes the executor when a
+//! writable point's reported value changes ([`Reported::changed`]), so the
+//! Controls page shows it at once; the unchanged values every poll repeats
+//! wake nothing. The state is saved ([`store`]) after every change.
 //!
 //! A write that failed in transit (timeout, no read-back) is retried after
 //! [`RETRY_AFTER`] while the wanted value stays the same and the point's
@@ -121,8 +125,29 @@ pub enum ControlInput {
 }
 
 /// Latest values the devices reported for the envelope's points, filled by
-/// [`forward`] from the pollers' readings.
-pub type Reported = Arc<Mutex<HashMap<PointKey, f64>>>;
+/// [`forward`] from the pollers' readings (for a point offered to a PLC with
+/// an `echo`, from the echo's readings as well), and a wake-up for the
+/// executor when one of them changed. Clones share both.
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    values: Arc<Mutex<HashMap<PointKey, f64>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Reported {
+    /// The values, by point.
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HashMap<PointKey, f64>>> {
+        self.values.lock()
+    }
+
+    /// Completes once a value noted by [`forward`] differs from the one
+    /// before it. Changes that come while nobody waits are kept as one
+    /// wake-up, so a burst (a poll's readings, a few polls in a row) wakes the
+    /// executor once, and none is lost.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
 
 /// Pass the pollers' events on to the uplink (`out`), noting the values of
 /// the envelope's points in `reported`. Runs until `events` closes or `out`
@@ -148,18 +173,24 @@ fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading])
     let Ok(mut map) = reported.lock() else {
         return;
     };
+    let mut changed = false;
     for r in readings {
         if r.quality != protocol::Quality::Good || !r.value.is_finite() {
             continue;
         }
         let v = r.value;
-        if let Some(w) = envelope
-            .writables
-            .iter()
-            .find(|w| w.key.device == r.device && w.key.point == r.point)
-        {
-            map.insert(w.key.clone(), v);
+        // A PLC's echo of a point offered to it is that point's read-back.
+        if let Some(w) = envelope.writables.iter().find(|w| {
+            w.key.device == r.device
+                && (w.key.point == r.point || w.echo.as_deref() == Some(r.point.as_str()))
+        }) {
+            // Polls repeat unchanged values; only a change is news.
+            changed |= map.insert(w.key.clone(), v) != Some(v);
         }
+    }
+    drop(map);
+    if changed {
+        reported.changed.notify_one();
     }
 }
 
@@ -250,6 +281,8 @@ impl Executor {
                     None => inputs_open = false,
                 },
                 () = tokio::time::sleep(sleep) => self.settle(&out).await,
+                // A value changed at the device (its keypad, a PLC's panel): tell the server now.
+                () = self.reported.changed() => self.send_states(&out).await,
             }
         }
         self.save();
@@ -530,6 +563,8 @@ mod tests {
 
     struct Running {
         inputs: mpsc::Sender<ControlInput>,
+        /// The pollers' side of [`forward`], as the agent wires it.
+        events: mpsc::Sender<PollEvent>,
         out: mpsc::Receiver<PollEvent>,
         cancel: CancellationToken,
         _dir: tempfile::TempDir,
@@ -543,6 +578,14 @@ mod tests {
             m.insert(PointKey::new("heatpump", "dhw_setpoint"), 45.0);
             m.insert(PointKey::new("heatpump", "room_setpoint"), 20.0);
         }
+        let (events, events_rx) = mpsc::channel(8);
+        let (out_tx, out) = mpsc::channel(64);
+        tokio::spawn(forward(
+            envelope(),
+            reported.clone(),
+            events_rx,
+            out_tx.clone(),
+        ));
         let exec = Executor::new(
             envelope(),
             writer,
@@ -551,11 +594,11 @@ mod tests {
             reported,
         );
         let (inputs, in_rx) = mpsc::channel(8);
-        let (out_tx, out) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         tokio::spawn(exec.run(in_rx, out_tx, cancel.clone()));
         Running {
             inputs,
+            events,
             out,
             cancel,
             _dir: dir,
@@ -710,6 +753,106 @@ mod tests {
             ["car_heater", "dhw_setpoint", "room_setpoint"]
         );
         r.cancel.cancel();
+    }
+
+    fn reading(point: &str, value: f64) -> Reading {
+        Reading {
+            device: "heatpump".into(),
+            point: point.into(),
+            ts: T0,
+            value,
+            unit: "degC".into(),
+            quality: protocol::Quality::Good,
+        }
+    }
+
+    /// Control states sent so far, without waiting.
+    fn states_sent(r: &mut Running) -> Vec<ControlState> {
+        let mut states = Vec::new();
+        while let Ok(ev) = r.out.try_recv() {
+            if let PollEvent::Control(AgentToServer::ControlState(s)) = ev {
+                states.push(s);
+            }
+        }
+        states
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_value_changed_at_the_device_is_sent_at_once_and_an_unchanged_one_not_at_all() {
+        let (writer, _log) = scripted_bus(vec![]);
+        let mut r = start(writer);
+        // The states at start, then quiet.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(states_sent(&mut r).len(), 3);
+
+        // Someone turns the DHW setpoint to 47 at the heat pump's keypad.
+        let asked = tokio::time::Instant::now();
+        r.events
+            .send(PollEvent::Readings(vec![
+                reading("dhw_setpoint", 47.0),
+                reading("outdoor_temp", -3.0),
+            ]))
+            .await
+            .unwrap();
+        let state = loop {
+            if let PollEvent::Control(AgentToServer::ControlState(s)) = r.out.recv().await.unwrap()
+            {
+                break s;
+            }
+        };
+        assert_eq!(
+            (state.point.as_str(), state.reported),
+            ("dhw_setpoint", Some(47.0))
+        );
+        // Paused time moves only when every task waits for a timer: the state
+        // came without waiting for the executor's next deadline (MAX_SLEEP).
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+
+        // Polls that repeat the values send nothing, however long they go on.
+        for _ in 0..30 {
+            r.events
+                .send(PollEvent::Readings(vec![
+                    reading("dhw_setpoint", 47.0),
+                    reading("room_setpoint", 20.0),
+                ]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        assert_eq!(states_sent(&mut r), vec![]);
+        r.cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_a_changed_value_wakes_the_executor_and_a_burst_wakes_it_once() {
+        let env = envelope();
+        let reported = Reported::default();
+        let woken = |reported: &Reported| {
+            let mut wake = std::pin::pin!(reported.changed());
+            std::future::Future::poll(
+                wake.as_mut(),
+                &mut std::task::Context::from_waker(std::task::Waker::noop()),
+            )
+            .is_ready()
+        };
+        note_reported(&env, &reported, &[reading("dhw_setpoint", 45.0)]);
+        assert!(woken(&reported), "a first value is news");
+        note_reported(&env, &reported, &[reading("dhw_setpoint", 45.0)]);
+        assert!(!woken(&reported), "the same value again is not");
+        note_reported(&env, &reported, &[reading("outdoor_temp", 3.0)]);
+        assert!(!woken(&reported), "a point outside the envelope is not");
+        note_reported(&env, &reported, &[reading("dhw_setpoint", 46.0)]);
+        note_reported(&env, &reported, &[reading("room_setpoint", 21.0)]);
+        assert!(woken(&reported), "two changes in a row...");
+        assert!(!woken(&reported), "...wake it once");
+        assert_eq!(
+            reported.lock().unwrap()[&PointKey::new("heatpump", "room_setpoint")],
+            21.0
+        );
     }
 
     #[test]

@@ -336,6 +336,7 @@ mod tests {
             daily_write_cap: None,
             schedulable: true,
             value_when_idle: None,
+            echo: None,
         }
     }
 

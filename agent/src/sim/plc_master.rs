@@ -8,8 +8,10 @@
 //! coils, FC06 or FC10 for registers, by block size). The values written are
 //! a slow synthetic plant (a wave inside each point's display range, a
 //! counter for points without one); an `echo` point gets the value the PLC
-//! just read from its `to_plc` point ("applied"), or until one is known, the
-//! middle of that point's display range (the PLC's own default).
+//! just read from its `to_plc` point ("applied"), kept within that point's
+//! display range as a real PLC keeps a setpoint within its own limits (so a
+//! value outside it comes back as another value: a mismatch), or until one is
+//! known, the middle of that range (the PLC's own default).
 //!
 //! It talks through tokio-modbus's RTU client, an implementation independent
 //! of the agent's slave code, over any `AsyncRead + AsyncWrite` (a serial port
@@ -240,12 +242,14 @@ impl PlcMaster {
         };
         if let Some(src) = self.echo_of[i] {
             let s = &self.points[src];
-            return self.last_read.get(&src).copied().unwrap_or(
-                match (s.display_min, s.display_max) {
-                    (Some(lo), Some(hi)) => ((lo + hi) / 2.0).round(),
-                    _ => 0.0,
-                },
-            );
+            let limits = s.display_min.zip(s.display_max).filter(|(lo, hi)| lo <= hi);
+            return match (self.last_read.get(&src).copied(), limits) {
+                // The PLC applies what it read, within its own limits.
+                (Some(v), Some((lo, hi))) => v.clamp(lo, hi),
+                (Some(v), None) => v,
+                (None, Some((lo, hi))) => ((lo + hi) / 2.0).round(),
+                (None, None) => 0.0,
+            };
         }
         let r = self.round as f64;
         if spec.data_type == DataType::Bool {
@@ -346,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_fc10_and_fc0f_for_blocks_and_echo_what_was_read() {
+    fn writes_are_fc10_and_fc0f_for_blocks_and_echo_what_was_read_within_the_plcs_limits() {
         let mut m = master();
         m.round = 1;
         let holding = m.steps[4].read.clone();
@@ -361,6 +365,11 @@ mod tests {
             panic!("FC10");
         };
         assert_eq!(words[5], 215, "room_setpoint_applied echoes room_setpoint");
+        m.last_read.insert(m.echo_of[4].unwrap(), 28.0);
+        let Request::WriteMultipleRegisters(0, words) = m.write_request(&holding) else {
+            panic!("FC10");
+        };
+        assert_eq!(words[5], 250, "applied within the PLC's own 5..25 limits");
         let coils = m.steps[5].read.clone();
         assert!(matches!(
             m.write_request(&coils),

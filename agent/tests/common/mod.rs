@@ -463,6 +463,20 @@ pub fn spawn_agent_then<T>(
     tokio::task::JoinHandle<anyhow::Result<()>>,
     T,
 ) {
+    spawn_agent_with(toml, |a| a, peek)
+}
+
+/// [`spawn_agent_then`], letting `configure` adjust the built agent (e.g.
+/// its control clock) before `peek` sees it.
+pub fn spawn_agent_with<T>(
+    toml: &str,
+    configure: impl FnOnce(agent::Agent) -> agent::Agent,
+    peek: impl FnOnce(&agent::Agent) -> T,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    T,
+) {
     agent::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
@@ -475,7 +489,7 @@ pub fn spawn_agent_then<T>(
         batch_window: Duration::from_millis(200),
         ..Default::default()
     };
-    let agent = agent::Agent::build(cfg).with_session_config(session);
+    let agent = configure(agent::Agent::build(cfg).with_session_config(session));
     let peeked = peek(&agent);
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -541,5 +555,34 @@ impl PyMaster {
             .unwrap()
             .unwrap_or_else(|| panic!("the pymodbus master exited on {cmd}"));
         serde_json::from_str(&reply).unwrap()
+    }
+}
+
+/// Log lines of this test process (every test binary runs its tests in their
+/// own processes under nextest, so the global subscriber is this test's).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Install the process's log subscriber, writing into the returned buffer.
+    pub fn install() -> Logs {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        agent::telemetry::init("info", move || sink.clone());
+        logs
+    }
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

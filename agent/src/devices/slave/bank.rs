@@ -34,7 +34,11 @@
 //! the offer, and, when the point names an `echo` point, once that `from_plc`
 //! point holds the same value (within half its scale step). A newer offer for
 //! the same point supersedes an older one, which resolves as
-//! [`DeliveryError::Superseded`].
+//! [`DeliveryError::Superseded`]. [`Bank::write`] is the same offer with the
+//! semantics of a bus write (the agent's write queue on a slave bus uses it):
+//! writable `to_plc` points only, a time limit, and a reason when the PLC did
+//! not take the value in time (not read, read but not echoed, or echoed with
+//! another value: a mismatch).
 //!
 //! **Exceptions** (Modbus Application Protocol V1.1b3 §7): a request that
 //! touches an address the profile does not map, or a write that touches a
@@ -176,6 +180,9 @@ struct BankPoint {
     spec: PointSpec,
     direction: Direction,
     echo: Option<usize>,
+    /// The profile marks it `writable = true`: what [`Bank::write`] (the
+    /// executor's route) requires; [`Bank::offer`] does not ask.
+    writable: bool,
 }
 
 impl BankPoint {
@@ -273,6 +280,7 @@ impl BankState {
                 spec: spec.clone(),
                 direction,
                 echo: None,
+                writable: p.writable,
             };
             let index = out.len();
             for at in bp.addresses() {
@@ -703,44 +711,132 @@ impl Bank {
         self.lock().handle(req, now)
     }
 
-    /// A write with the semantics of [`crate::poller::BusDriver::write`]: done
-    /// only when the master has read the value (and echoed it, where the
-    /// point has an echo) within `within`. After a timeout the value stays in
-    /// the bank and is still delivered when the PLC next reads it; the error
-    /// says so.
+    /// A write with the semantics of [`crate::poller::BusDriver::write`], the
+    /// route of the agent's write queue on a slave bus: the point must be a
+    /// `to_plc` point the profile marks `writable = true`; the value is
+    /// offered, and the write is done only when the master has read it (and
+    /// echoed it, where the point has an echo) within `within`.
+    ///
+    /// Errors: a point not in the bank is [`WriteError::UnknownPoint`]; a
+    /// point the profile does not mark writable is
+    /// [`WriteError::NotWritable`]; a `from_plc` point is
+    /// [`WriteError::Unsupported`] with the reason (the PLC writes it); a value
+    /// the point cannot carry is [`WriteError::Encode`]. Nothing is offered
+    /// in those cases. When `within` passes first, the value **stays in the
+    /// bank** and is still delivered when the PLC next reads it: an echo that
+    /// holds another value is [`WriteError::Mismatch`] (the PLC applied
+    /// something else, e.g. clamped to its own limits); a PLC that did not
+    /// read it, or read it but did not echo it, is [`WriteError::Unverified`]
+    /// with a sentence saying so. A newer offer for the same point that
+    /// replaced this one before the PLC took it is [`WriteError::Refused`].
     pub async fn write(
         &self,
         point: &str,
         value: f64,
         within: Duration,
     ) -> Result<Delivered, WriteError> {
-        let delivery = self.offer(point, value).map_err(|e| match e {
-            BankError::UnknownPoint(_) | BankError::FromPlc(_) => {
-                WriteError::Unsupported(e.to_string())
+        let mut delivery = {
+            let mut state = self.lock();
+            state.check_writable(point)?;
+            state
+                .offer(point, value, OffsetDateTime::now_utc())
+                .map_err(|e| state.write_error(e))?
+        };
+        let outcome = match tokio::time::timeout(within, &mut delivery).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => {
+                // Deliveries resolve under the lock: holding it, the outcome
+                // and the bank's state agree.
+                let state = self.lock();
+                match delivery.try_outcome() {
+                    Some(outcome) => outcome,
+                    None => return Err(state.not_taken(point, within)),
+                }
             }
-            BankError::Encode { reason, .. } => WriteError::Encode {
-                point: point.to_owned(),
+        };
+        match outcome {
+            Ok(done) => Ok(done),
+            Err(DeliveryError::Superseded) => Err(WriteError::Refused(format!(
+                "`{point}` = {value} was superseded by a newer value before the PLC took it"
+            ))),
+            Err(DeliveryError::Closed) => {
+                Err(WriteError::Transport(DeliveryError::Closed.to_string()))
+            }
+        }
+    }
+}
+
+impl BankState {
+    /// Refuse, before offering anything, a write the profile does not allow:
+    /// unknown point, `from_plc` point, point not marked `writable`.
+    fn check_writable(&self, key: &str) -> Result<(), WriteError> {
+        let i = self.index(key).map_err(|e| self.write_error(e))?;
+        let p = &self.points[i];
+        if p.direction != Direction::ToPlc {
+            return Err(self.write_error(BankError::FromPlc(key.to_owned())));
+        }
+        if !p.writable {
+            return Err(WriteError::NotWritable(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// An offer refused by the bank, as a write error.
+    fn write_error(&self, e: BankError) -> WriteError {
+        match e {
+            BankError::UnknownPoint(point) => WriteError::UnknownPoint {
+                device: self.device.clone(),
+                point,
+            },
+            BankError::FromPlc(_) => WriteError::Unsupported(e.to_string()),
+            BankError::Encode {
+                point,
+                value,
+                reason,
+            } => WriteError::Encode {
+                point,
                 value,
                 reason,
             },
-            BankError::Marker { .. } => WriteError::Encode {
-                point: point.to_owned(),
+            BankError::Marker { ref point, value } => WriteError::Encode {
+                point: point.clone(),
                 value,
                 reason: e.to_string(),
             },
-        })?;
-        match tokio::time::timeout(within, delivery).await {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(DeliveryError::Superseded)) => Err(WriteError::Refused(format!(
-                "`{point}` = {value} was superseded by a newer value before the PLC took it"
-            ))),
-            Ok(Err(DeliveryError::Closed)) => {
-                Err(WriteError::Transport(DeliveryError::Closed.to_string()))
-            }
-            Err(_) => Err(WriteError::Transport(format!(
-                "the PLC did not take `{point}` = {value} within {within:?}; the value stays in \
-                 the bank and is delivered when the PLC next reads it"
-            ))),
+        }
+    }
+
+    /// Why the offer of `key` is still pending after `within`: read but
+    /// echoed with another value (a mismatch), read but not echoed, or not
+    /// read at all. The offer stays; the sentence says so.
+    fn not_taken(&self, key: &str, within: Duration) -> WriteError {
+        let stays = "the value stays in the bank and is delivered when the PLC next reads it";
+        let unverified = |reason: String| WriteError::Unverified {
+            point: key.to_owned(),
+            reason,
+        };
+        let Ok(i) = self.index(key) else {
+            return unverified(format!("not taken by the PLC within {within:?}"));
+        };
+        let read_at = self.state[i].offer.as_ref().and_then(|p| p.read_at);
+        let echo = self.points[i].echo;
+        match (read_at, echo) {
+            (None, _) => unverified(format!(
+                "the PLC did not read it within {within:?} (is the master polling?); {stays}"
+            )),
+            (Some(_), Some(j)) => match (self.current(i), self.current(j)) {
+                (Some(wrote), Some(read_back)) => WriteError::Mismatch {
+                    point: key.to_owned(),
+                    wrote,
+                    read_back,
+                },
+                _ => unverified(format!(
+                    "the PLC read it but did not echo it in `{}` within {within:?}; {stays}",
+                    self.points[j].key
+                )),
+            },
+            // Without an echo a read delivers at once; kept for completeness.
+            (Some(_), None) => unverified(format!("not taken by the PLC within {within:?}")),
         }
     }
 }
@@ -789,12 +885,14 @@ scale = 0.1
 unit = "degC"
 direction = "to_plc"
 echo = "setpoint_echo"
+writable = true
 [[profile.point]]
 name = "mode"               # holding 11, the agent offers, no echo
 function = "holding"
 address = 11
 data_type = "u16"
 direction = "to_plc"
+writable = true
 [[profile.point]]
 name = "door_open"          # coil 0, the PLC writes
 function = "coil"
@@ -1299,20 +1397,110 @@ direction = "from_plc"
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_write_the_plc_never_takes_times_out_but_stays_offered() {
+    async fn a_write_the_plc_never_reads_is_unverified_but_stays_offered() {
         let b = Bank::new("plc", &points(PROFILE), ROUND).unwrap();
         let err = b
             .write("mode", 4.0, Duration::from_secs(30))
             .await
             .unwrap_err();
+        let WriteError::Unverified { point, reason } = &err else {
+            panic!("unverified, got {err:?}")
+        };
+        assert_eq!(point, "mode");
         assert!(
-            matches!(&err, WriteError::Transport(m) if m.contains("stays in the bank")),
+            reason.contains("did not read it within 30s") && reason.contains("stays in the bank"),
+            "{reason}"
+        );
+        let v = b.value("mode").unwrap().unwrap();
+        assert_eq!((v.value, v.pending), (4.0, true), "still offered");
+        // The PLC's next read still delivers it.
+        let h = b
+            .handle(&Request::ReadHoldingRegisters { addr: 11, count: 1 }, T0)
+            .unwrap();
+        assert_eq!(h.response, Response::ReadHoldingRegisters(vec![4]));
+        assert!(!b.value("mode").unwrap().unwrap().pending);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_echo_with_another_value_is_a_mismatch_with_both_values() {
+        let b = Bank::new("plc", &points(PROFILE), ROUND).unwrap();
+        let plc = b.clone();
+        let writer =
+            tokio::spawn(async move { b.write("setpoint", 28.0, Duration::from_secs(15)).await });
+        while plc.value("setpoint").unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        // The PLC reads 28.0 and echoes 25.0: its own limit.
+        plc.handle(&Request::ReadHoldingRegisters { addr: 10, count: 1 }, T0)
+            .unwrap();
+        plc.handle(
+            &Request::WriteSingleRegister {
+                addr: 3,
+                value: 250,
+            },
+            T0,
+        )
+        .unwrap();
+        assert_eq!(
+            writer.await.unwrap(),
+            Err(WriteError::Mismatch {
+                point: "setpoint".into(),
+                wrote: 28.0,
+                read_back: 25.0
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_without_the_echo_is_unverified_and_names_the_echo_point() {
+        let b = Bank::new("plc", &points(PROFILE), ROUND).unwrap();
+        let plc = b.clone();
+        let writer =
+            tokio::spawn(async move { b.write("setpoint", 21.0, Duration::from_secs(15)).await });
+        while plc.value("setpoint").unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        plc.handle(&Request::ReadHoldingRegisters { addr: 10, count: 1 }, T0)
+            .unwrap();
+        let err = writer.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, WriteError::Unverified { reason, .. }
+                if reason.contains("did not echo it in `setpoint_echo`")),
             "{err}"
         );
-        assert_eq!(b.value("mode").unwrap().unwrap().value, 4.0);
+    }
+
+    #[tokio::test]
+    async fn writes_the_profile_does_not_allow_are_refused_before_anything_is_offered() {
+        let b = Bank::new("plc", &points(PROFILE), ROUND).unwrap();
+        let within = Duration::from_secs(1);
+        let err = b.write("room_temp", 1.0, within).await.unwrap_err();
+        assert!(
+            matches!(&err, WriteError::Unsupported(m) if m.contains("written by the PLC (`from_plc`)")),
+            "{err}"
+        );
+        // A to_plc point the profile does not mark writable.
+        assert_eq!(
+            b.write("sauna_request", 1.0, within).await,
+            Err(WriteError::NotWritable("sauna_request".into()))
+        );
+        assert_eq!(
+            b.write("nope", 1.0, within).await,
+            Err(WriteError::UnknownPoint {
+                device: "plc".into(),
+                point: "nope".into()
+            })
+        );
         assert!(matches!(
-            b.write("room_temp", 1.0, Duration::from_secs(1)).await,
-            Err(WriteError::Unsupported(_))
+            b.write("setpoint", -0.1, within).await,
+            Err(WriteError::Encode { reason, .. }) if reason.contains("unknown")
         ));
+        assert!(matches!(
+            b.write("setpoint", 9999.0, within).await,
+            Err(WriteError::Encode { .. })
+        ));
+        for p in ["room_temp", "sauna_request", "setpoint"] {
+            assert_eq!(b.value(p), Ok(None), "`{p}`: nothing offered");
+        }
     }
 }

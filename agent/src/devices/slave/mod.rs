@@ -10,7 +10,24 @@
 //! - [`rtu`]: finds the master's requests among the bytes of a shared RTU
 //!   line (other slaves' replies, noise, damaged frames), pure.
 //! - [`server`]: the bus task: owns the serial port, answers requests for
-//!   its unit ids, reports readings and the PLC's online state.
+//!   its unit ids, reports readings and the PLC's online state, and serves
+//!   the bus's write queue ([`crate::poller::WriteCommand`]s from the
+//!   agent's [`crate::poller::Writer`], as on every other bus) through
+//!   [`Bank::write`]: offered, then done when the master took it.
+//!
+//! **Writes from the control executor.** A `[[writable]]` on a slave device
+//! names a `to_plc` point marked `writable = true` (a `from_plc` point is
+//! refused when the config loads). A write is offered to the bank and
+//! answered once the master has read it (and echoed it, where the point has
+//! an `echo`): `Ok`, the value the PLC now has. An echo holding another value
+//! (the PLC applied its own limit) is a [`crate::poller::WriteError::Mismatch`]
+//! with both values; a master that did not take it within three of its rounds
+//! ([`server::delivery_limit`]) is
+//! [`crate::poller::WriteError::Unverified`], the value staying offered (the
+//! executor retries it later). The echo's readings are the point's reported
+//! value, so a setpoint changed at the PLC itself shows as such; a `to_plc`
+//! point without an echo needs a `value_when_idle`, since the agent would
+//! never learn what the PLC uses.
 //!
 //! A `modbus_slave` bus in `agent.toml` names the line; each `[[device]]` on
 //! it is one exchange area, answered at the device's `unit_id`:

@@ -12,6 +12,11 @@
 //! `poll_interval_ms`) without one, online again at the next request
 //! ([`Liveness`], pure and tested without I/O).
 //!
+//! Writes arrive on the bus's command queue like on every other bus
+//! ([`serve_writes`]): each is offered to its unit's bank and answered when
+//! the master has taken it, or after [`delivery_limit`] (three rounds, 2 to
+//! 60 s) with the reason, the value staying offered ([`Bank::write`]).
+//!
 //! Why not tokio-modbus's `rtu-server` (0.17, `src/server/rtu.rs`,
 //! `src/codec/rtu.rs`): its `serve_forever` returns (ends the server) on a
 //! CRC-valid frame whose PDU it cannot decode (e.g. FC05 with a value other
@@ -30,6 +35,7 @@ use time::OffsetDateTime;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     sync::mpsc,
+    task::JoinSet,
     time::{Instant, sleep_until},
 };
 use tokio_modbus::ExceptionCode;
@@ -39,7 +45,7 @@ use tokio_util::{
     codec::{Decoder as _, Encoder as _},
     sync::CancellationToken,
 };
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::{
     bank::Bank,
@@ -56,7 +62,7 @@ use crate::{
         modbus::port_builder,
     },
     metrics::Metrics,
-    poller::PollEvent,
+    poller::{PollEvent, WriteCommand, WriteError},
 };
 
 /// Rounds of the master without a request after which its device is offline.
@@ -428,13 +434,45 @@ fn respond(bank: &Bank, pdu: &[u8], now: OffsetDateTime) -> (Vec<u8>, Vec<protoc
     }
 }
 
+/// A write to a slave device waits this many of the master's rounds (the
+/// device's `poll_interval_ms`) for the master to read the value and, where
+/// the point has one, write the echo back: a round to read it, one to echo
+/// it, and one to spare. See [`delivery_limit`].
+pub const DELIVERY_ROUNDS: u32 = 3;
+
+/// Shortest wait for a delivery: a round time of a few hundred ms is the
+/// configured expectation, but a busy master's round runs late.
+pub const MIN_DELIVERY_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait for a delivery: the executor waits for the answer, and a
+/// master with minute-long rounds must not hold up everything else for many
+/// minutes. The value stays offered after it (see [`Bank::write`]).
+pub const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a write to a unit with master rounds of `round` waits for the
+/// master to take the value: [`DELIVERY_ROUNDS`] rounds, within
+/// [`MIN_DELIVERY_WAIT`]..=[`MAX_DELIVERY_WAIT`].
+pub fn delivery_limit(round: Duration) -> Duration {
+    round
+        .saturating_mul(DELIVERY_ROUNDS)
+        .clamp(MIN_DELIVERY_WAIT, MAX_DELIVERY_WAIT)
+}
+
 /// Serve the PLC master on a serial line until `cancel` fires (or the uplink
 /// is gone). The port is opened here and reopened after I/O errors with
 /// jittered back-off; statuses keep flowing while it is closed.
+///
+/// Writes for the units' devices arrive on `commands` (the bus's
+/// [`crate::poller::BusHandle`] queue, like every other bus): each is offered
+/// to the unit's bank and answered when the master has taken it or after
+/// [`delivery_limit`] (see [`Bank::write`] for the outcomes). They are served
+/// side by side, not one after another: each waits for the master, not for
+/// the line, and a write the PLC never echoes must not hold up the others.
 pub async fn run_slave_bus(
     bus: String,
     line: SlaveLine,
     units: Vec<SlaveUnit>,
+    commands: mpsc::Receiver<WriteCommand>,
     tx: mpsc::Sender<PollEvent>,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
@@ -442,6 +480,23 @@ pub async fn run_slave_bus(
     if units.is_empty() {
         return;
     }
+    let writes = serve_writes(bus.clone(), units.clone(), commands);
+    tokio::select! {
+        () = serve_line(bus, line, units, tx, &cancel, metrics) => {}
+        // The agent's writer outlives the bus; should the queue close anyway,
+        // keep answering the master.
+        () = async { writes.await; std::future::pending::<()>().await } => {}
+    }
+}
+
+async fn serve_line(
+    bus: String,
+    line: SlaveLine,
+    units: Vec<SlaveUnit>,
+    tx: mpsc::Sender<PollEvent>,
+    cancel: &CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     let mut slave = Slave::new(&bus, line.framing, line.serial.baud, units, tx, metrics);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let path = line.serial.path.clone();
@@ -451,7 +506,7 @@ pub async fn run_slave_bus(
                 info!(%bus, %path, units = slave.units.len(), "answering the PLC master");
                 backoff.reset();
                 slave.port_error = None;
-                match slave.serve_io(port, &cancel).await {
+                match slave.serve_io(port, cancel).await {
                     Ended::Cancelled | Ended::UplinkGone => return,
                     Ended::Io(e) => e,
                 }
@@ -461,10 +516,65 @@ pub async fn run_slave_bus(
         let delay = backoff.next_delay();
         warn!(%bus, %path, error = %failure, retry_in = ?delay, "slave port failed");
         slave.port_error = Some(failure);
-        if !slave.wait(delay, &cancel).await {
+        if !slave.wait(delay, cancel).await {
             return;
         }
     }
+}
+
+/// Answer the write commands queued for `units` until the queue closes;
+/// writes still waiting for the master are answered before it returns.
+/// Dropping the future abandons them (their askers see the bus stopped).
+pub async fn serve_writes(
+    bus: String,
+    units: Vec<SlaveUnit>,
+    mut commands: mpsc::Receiver<WriteCommand>,
+) {
+    let mut waiting = JoinSet::new();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => {
+                    let unit = units.iter().find(|u| u.device == cmd.device).cloned();
+                    waiting.spawn(serve_write(bus.clone(), unit, cmd));
+                }
+                None => break,
+            },
+            Some(_) = waiting.join_next(), if !waiting.is_empty() => {}
+        }
+    }
+    while waiting.join_next().await.is_some() {}
+}
+
+/// Offer one command's value to its unit's bank and answer it.
+async fn serve_write(bus: String, unit: Option<SlaveUnit>, cmd: WriteCommand) {
+    let WriteCommand {
+        device,
+        point,
+        value,
+        reply,
+    } = cmd;
+    let result = match &unit {
+        None => Err(WriteError::UnknownPoint {
+            device: device.clone(),
+            point: point.clone(),
+        }),
+        Some(u) => {
+            let span = info_span!("write", %bus, device = %u.device, unit_id = u.unit_id, %point);
+            u.bank
+                .write(&point, value, delivery_limit(u.round))
+                .instrument(span)
+                .await
+        }
+    };
+    match &result {
+        Ok(done) => {
+            info!(%bus, %device, %point, value, echoed = done.echoed, "write taken by the PLC master")
+        }
+        Err(e) => warn!(%bus, %device, %point, value, error = %e, "write failed"),
+    }
+    // The asker may have given up waiting; the offer stands either way.
+    let _ = reply.send(result.map(|_| ()));
 }
 
 #[cfg(test)]
