@@ -65,7 +65,7 @@ use crate::{
 };
 
 /// How long [`Relay::start`] waits for the listener's first attempt.
-const FIRST_LISTEN_WAIT: Duration = Duration::from_secs(5);
+const FIRST_LISTEN_WAIT: Duration = Duration::from_secs(2);
 /// How long a goodbye may take at shutdown.
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 /// Reconnect and resend back-off.
