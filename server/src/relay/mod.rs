@@ -48,9 +48,12 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::sqlx::{
-    self,
-    postgres::{PgListener, PgPool, PgPoolOptions},
+use sea_orm::{
+    DbBackend,
+    sqlx::{
+        self,
+        postgres::{PgListener, PgPool, PgPoolOptions},
+    },
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -103,13 +106,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Relay {
-    /// A relay for a new replica that beats every `heartbeat`. Nothing is
-    /// sent before [`Relay::start`].
+    /// A relay for a new replica that beats every `heartbeat` (at least
+    /// every 10 ms). Nothing is sent before [`Relay::start`].
     pub fn new(heartbeat: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 me: ReplicaId::new(),
-                heartbeat,
+                heartbeat: heartbeat.max(Duration::from_millis(10)),
                 pending: Mutex::new(Pending::default()),
                 wake: Notify::new(),
                 listening: AtomicBool::new(false),
@@ -177,6 +180,10 @@ impl Relay {
     /// wait (at most a few seconds) for the listener's first attempt, so a
     /// replica usually hears its peers before it serves its first page.
     pub async fn start(&self, state: AppState) {
+        if state.db.get_database_backend() != DbBackend::Postgres {
+            tracing::warn!("the relay between replicas needs PostgreSQL; not started");
+            return;
+        }
         let pool = state.db.get_postgres_connection_pool().clone();
         // The listener gets a connection of its own, outside the request
         // pool: it is held for good, and its reconnects must not wait behind
