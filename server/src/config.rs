@@ -37,6 +37,25 @@ pub struct Settings {
     pub control: ControlSettings,
     /// Outgoing e-mail (confirmation links).
     pub smtp: SmtpSettings,
+    /// Several replicas on one PostgreSQL.
+    pub replicas: ReplicaSettings,
+}
+
+/// Settings of the relay between server replicas (PostgreSQL only; see
+/// [`crate::relay`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplicaSettings {
+    /// How often this replica tells the others it is alive and which agents
+    /// it holds. A replica silent for three of its intervals counts as gone
+    /// and its agents as offline.
+    pub heartbeat_ms: u64,
+}
+
+impl ReplicaSettings {
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heartbeat_ms)
+    }
 }
 
 /// Remote-control settings.
@@ -245,6 +264,7 @@ pub const ENV_VARS: &[&str] = &[
     "SERVER_SMTP__PASSWORD_FILE",
     "SERVER_SMTP__FROM",
     "SERVER_SMTP__TIMEOUT_SECONDS",
+    "SERVER_REPLICAS__HEARTBEAT_MS",
     "SERVER_CONFIG_DIR",
     "RUST_LOG",
 ];
@@ -278,6 +298,8 @@ tls = "starttls"
 username = ""
 from = "Homecontrol <noreply@localhost>"
 timeout_seconds = 20
+[replicas]
+heartbeat_ms = 10000
 "#;
 
 impl Settings {
@@ -339,6 +361,12 @@ impl Settings {
     /// Fail fast on settings that cannot work, with a sentence naming the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.database.backend()?;
+        if !(50..=600_000).contains(&self.replicas.heartbeat_ms) {
+            bail!(
+                "`SERVER_REPLICAS__HEARTBEAT_MS` is {}; use 50 to 600000 milliseconds",
+                self.replicas.heartbeat_ms
+            );
+        }
         for part in self
             .http
             .trusted_proxies
@@ -466,6 +494,31 @@ mod tests {
         assert!(
             text.contains("SERVER_DATABASE__URL") && text.contains("postgress"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_out_of_range_is_refused_naming_the_variable() {
+        for bad in ["0", "10", "600001"] {
+            let err = Settings::load_from(
+                Path::new("/nonexistent"),
+                &vars(&[("SERVER_REPLICAS__HEARTBEAT_MS", bad)]),
+            )
+            .unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("SERVER_REPLICAS__HEARTBEAT_MS") && text.contains(bad),
+                "{text}"
+            );
+        }
+        let ok = Settings::load_from(
+            Path::new("/nonexistent"),
+            &vars(&[("SERVER_REPLICAS__HEARTBEAT_MS", "250")]),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.replicas.heartbeat(),
+            std::time::Duration::from_millis(250)
         );
     }
 

@@ -6,7 +6,8 @@
 //! in [`routes`]. Handlers call [`services`], which combine the [`store`] with
 //! the pure rules in [`domain`]. Agents stream readings over
 //! `/agent/v1/ws` ([`routes::agent_ws`]); each committed batch is fanned out
-//! to browsers by the [`hub::Hub`].
+//! to browsers by the [`hub::Hub`]. Several replicas on one PostgreSQL share
+//! live updates, agent presence and command pokes through the [`relay`].
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -24,6 +25,7 @@ pub mod error;
 pub mod hub;
 pub mod links;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod services;
 pub mod startup;

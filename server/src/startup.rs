@@ -9,7 +9,7 @@ use actix_web::{
     web,
 };
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbBackend};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
     hub::Hub,
     links::AgentLinks,
     metrics::Metrics,
+    relay::Relay,
     routes::{
         agent_ws, assets, audit, auth, confirm, controls, health, live, metrics, pages, sites,
     },
@@ -59,19 +60,30 @@ impl Application {
             "" => format!("http://{}:{port}", settings.http.host),
             url => url.trim_end_matches('/').to_owned(),
         };
+        // Replicas share PostgreSQL and relay through it; SQLite is one process.
+        let relay = (db.get_database_backend() == DbBackend::Postgres)
+            .then(|| Relay::new(settings.replicas.heartbeat()));
+        let (hub, links) = match &relay {
+            Some(r) => (Hub::relayed(r.clone()), AgentLinks::relayed(r.clone())),
+            None => (Hub::default(), AgentLinks::default()),
+        };
         let state = AppState {
             db,
             sessions: SessionKeys::new(&settings.auth),
             throttle: Arc::new(LoginThrottle::default()),
-            hub: Hub::default(),
+            hub,
             assets: Arc::new(AssetTable::embedded()),
             metrics: Arc::new(Metrics::new()),
             db_health: DbHealth::default(),
-            links: AgentLinks::default(),
+            links,
             mailer: Mailer::new(&settings.smtp).context("setting up e-mail")?,
             public_url: Arc::from(public_url),
             settings: Arc::new(settings),
+            relay,
         };
+        if let Some(relay) = &state.relay {
+            relay.start(state.clone()).await;
+        }
         let server = run(listener, state.clone())?;
         Ok(Self {
             port,
@@ -90,9 +102,14 @@ impl Application {
         &self.state
     }
 
-    /// Serve until the process is asked to stop.
+    /// Serve until the process is asked to stop, then tell the other
+    /// replicas (if any) that this one is gone.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some(relay) = &self.state.relay {
+            relay.goodbye().await;
+        }
+        result
     }
 }
 

@@ -9,6 +9,7 @@ use crate::{
     hub::Hub,
     links::AgentLinks,
     metrics::Metrics,
+    relay::Relay,
     services::{auth::SessionKeys, db_health::DbHealth, mail::Mailer, throttle::LoginThrottle},
     views::AssetTable,
 };
@@ -38,4 +39,6 @@ pub struct AppState {
     pub mailer: Mailer,
     /// Base of links in e-mails, without a trailing slash.
     pub public_url: Arc<str>,
+    /// The relay to the other replicas (PostgreSQL only; `None` on SQLite).
+    pub relay: Option<Relay>,
 }

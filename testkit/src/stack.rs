@@ -73,9 +73,13 @@ impl TestServer {
         format!("ws://127.0.0.1:{}/agent/v1/ws", self.port)
     }
 
-    /// Stop serving (new connections are refused).
+    /// Stop serving (new connections are refused) and stop relaying to
+    /// other replicas (PostgreSQL), as a crash would.
     pub fn stop(&self) {
         self.task.abort();
+        if let Some(relay) = &self.state.relay {
+            relay.halt();
+        }
     }
 }
 

@@ -6,10 +6,11 @@
 //! within [`HELLO_TIMEOUT`]. A malformed message gets an `error` reply and the
 //! session goes on; a batch is acknowledged only after its transaction commits.
 //!
-//! Commands flow down the same socket: right after the welcome, and whenever
-//! the [`crate::links::AgentLinks`] registry pokes the session, it sends every
-//! undelivered, unexpired command of its agent (see
-//! [`crate::services::control`]). Command results and control states coming
+//! Commands flow down the same socket: right after the welcome, whenever
+//! the [`crate::links::AgentLinks`] registry pokes the session (also from
+//! another replica, through the [`crate::relay`]), and on every ping as a
+//! safety net, it sends every undelivered, unexpired command of its agent
+//! (see [`crate::services::control`]). Command results and control states coming
 //! up are stored, audited and pushed to the site's live feed.
 
 use std::time::Duration;
@@ -192,7 +193,11 @@ impl Link {
                         // handled after this function returns, so the welcome
                         // still goes first and commands follow it.
                         if self.handle.is_none() {
-                            self.handle = Some(self.state.links.register(self.agent.id));
+                            self.handle = Some(
+                                self.state
+                                    .links
+                                    .register(self.agent.id, self.agent.site.site_id),
+                            );
                         }
                         if !send(session, &ServerToAgent::Welcome(welcome)).await {
                             return Next::Close;
@@ -350,9 +355,9 @@ async fn run_session(
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT { break "idle timeout"; }
                 if session.ping(b"").await.is_err() { break "send failed"; }
-                // Safety net: a command stored by another server replica (whose
-                // poke cannot reach this session) or left after a database
-                // error is delivered within one ping interval.
+                // Safety net: a command whose poke was lost (the relay between
+                // replicas was reconnecting) or left after a database error is
+                // delivered within one ping interval.
                 if link.handle.is_some() && matches!(link.deliver(&mut session).await, Next::Close) {
                     break "send failed";
                 }

@@ -3,7 +3,9 @@
 //! The same access rule as the dashboard page applies before the upgrade: a
 //! user who may not see the site gets 404 and no socket. After the upgrade the
 //! server sends a `snapshot`, then every `readings` and `agent_status`
-//! message of that site. A viewer that falls behind gets a new snapshot.
+//! message of that site, whichever replica the agent is connected to. A
+//! viewer that falls behind gets a new snapshot, and so does every viewer
+//! after the relay between replicas had to reconnect (see [`crate::relay`]).
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use protocol::{ErrorCode, ServerToAgent};
 use server::{config::Settings, domain::UserId, startup::Application, store};
 
 use crate::helpers::{
-    TestAgent, TestApp, TestDb, batch, eventually, postgres_only, reading, refused_status,
+    Outage, TestAgent, TestApp, TestDb, batch, eventually, postgres_only, reading, refused_status,
     spawn_app_on, start,
 };
 
@@ -126,72 +126,6 @@ async fn a_server_whose_postgresql_is_unreachable_starts_and_says_so() {
             .unwrap()
             .contains("Wrong e-mail or password")
     );
-}
-
-/// Take the test's database away from the server (every session ended, then
-/// renamed) and give it back: what an outage followed by recovery looks like
-/// to the pool, without touching the shared PostgreSQL server.
-struct Outage {
-    admin: String,
-    name: String,
-}
-
-impl Outage {
-    fn of(db_url: &str) -> Self {
-        let mut url = url::Url::parse(db_url).unwrap();
-        let name = url.path().trim_start_matches('/').to_owned();
-        url.set_path("/postgres");
-        Self {
-            admin: url.to_string(),
-            name,
-        }
-    }
-
-    async fn exec(&self, sql: &str) {
-        use sea_orm::sqlx::{Connection, postgres::PgConnection};
-        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
-        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-    }
-
-    async fn begin(&self) {
-        // The server's pool reconnects at once, so end its sessions and rename
-        // in one statement batch; retry if a reconnect slipped in between.
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; \
-             ALTER DATABASE \"{0}\" RENAME TO \"{0}_away\"",
-            self.name
-        );
-        let mut tries = 0;
-        loop {
-            use sea_orm::sqlx::{Connection, postgres::PgConnection};
-            let mut conn = PgConnection::connect(&self.admin).await.unwrap();
-            let res = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.clone()))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-            match res {
-                Ok(_) => return,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    eprintln!("starting the outage: {e}; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("starting the outage: {e}"),
-            }
-        }
-    }
-
-    async fn end(&self) {
-        self.exec(&format!(
-            "ALTER DATABASE \"{0}_away\" RENAME TO \"{0}\"",
-            self.name
-        ))
-        .await;
-    }
 }
 
 async fn login_notice_shown(app: &TestApp) -> bool {

@@ -125,25 +125,132 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
 
 /// Start an already built application and wait until it answers.
 pub async fn start(app: Application, db: TestDb) -> TestApp {
+    let (state, browser) = run(app);
+    let app = TestApp {
+        address: browser.address.clone(),
+        port: browser.port,
+        state,
+        browser,
+        db,
+    };
+    wait_healthy(&app.browser.client, &app.address).await;
+    app
+}
+
+/// Run `app` in the background.
+fn run(app: Application) -> (AppState, Browser) {
     server::telemetry::init_for_tests();
     let port = app.port();
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        state,
-        browser: Browser::new(port),
-        db,
-    };
-    let health = format!("{}/health", app.address);
-    let client = app.browser.client.clone();
+    (state, Browser::new(port))
+}
+
+async fn wait_healthy(client: &reqwest::Client, address: &str) {
+    let health = format!("{address}/health");
     eventually("the server answers /health", || {
         let (client, health) = (client.clone(), health.clone());
         async move { client.get(&health).send().await.is_ok() }
     })
     .await;
-    app
+}
+
+/// A second server on the database of a [`TestApp`]: another
+/// replica behind the same (imagined) load balancer. It dereferences to its
+/// own [`Browser`].
+pub struct TestReplica {
+    /// The replica's state.
+    pub state: AppState,
+    /// A browser talking to this replica.
+    pub browser: Browser,
+}
+
+impl std::ops::Deref for TestReplica {
+    type Target = Browser;
+    fn deref(&self) -> &Browser {
+        &self.browser
+    }
+}
+
+/// Start another replica of `app` on the same database (the database stays
+/// owned by `app`).
+pub async fn spawn_replica(app: &TestApp) -> TestReplica {
+    let app = Application::build(Settings::for_database(&app.db.url))
+        .await
+        .expect("building the replica");
+    let (state, browser) = run(app);
+    wait_healthy(&browser.client, &browser.address).await;
+    TestReplica { state, browser }
+}
+
+/// Take a PostgreSQL test database away from the servers (every session
+/// ended, then renamed) and give it back: what an outage or a restart of
+/// PostgreSQL followed by recovery looks like to the pools and listeners,
+/// without touching the shared PostgreSQL server.
+pub struct Outage {
+    admin: String,
+    name: String,
+}
+
+impl Outage {
+    /// An outage of the database at `db_url`.
+    pub fn of(db_url: &str) -> Self {
+        let mut url = url::Url::parse(db_url).unwrap();
+        let name = url.path().trim_start_matches('/').to_owned();
+        url.set_path("/postgres");
+        Self {
+            admin: url.to_string(),
+            name,
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        use sea_orm::sqlx::{Connection, postgres::PgConnection};
+        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
+        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    }
+
+    /// End every session of the database and make it unreachable.
+    pub async fn begin(&self) {
+        // The server's pool reconnects at once, so end its sessions and rename
+        // in one statement batch; retry if a reconnect slipped in between.
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; \
+             ALTER DATABASE \"{0}\" RENAME TO \"{0}_away\"",
+            self.name
+        );
+        let mut tries = 0;
+        loop {
+            use sea_orm::sqlx::{Connection, postgres::PgConnection};
+            let mut conn = PgConnection::connect(&self.admin).await.unwrap();
+            let res = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            match res {
+                Ok(_) => return,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("starting the outage: {e}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("starting the outage: {e}"),
+            }
+        }
+    }
+
+    /// Give the database back.
+    pub async fn end(&self) {
+        self.exec(&format!(
+            "ALTER DATABASE \"{0}_away\" RENAME TO \"{0}\"",
+            self.name
+        ))
+        .await;
+    }
 }
 
 /// Poll `check` until it is true, failing the test after [`WAIT`].

@@ -17,5 +17,6 @@ mod helpers;
 mod ingest;
 mod live_feed;
 mod metrics;
+mod replicas;
 mod smtp;
 mod tenant_isolation;
