@@ -10,7 +10,8 @@
 //! [`Controller::next_deadline`] (at least once a minute, in case the wall
 //! clock was stepped) to switch schedule edges and revert overrides and
 //! actions **with or without a server**. Every change of a point's control
-//! state goes to the server as a [`protocol::ControlState`], and all of them
+//! state goes to the server as a [`protocol::ControlState`] (a value the
+//! device reports differently, too, as soon as it is read), and all of them
 //! after each (re)connect. The state is saved ([`store`]) after every change.
 //!
 //! A write that failed in transit (timeout, no read-back) is retried after
@@ -121,8 +122,22 @@ pub enum ControlInput {
 }
 
 /// Latest values the devices reported for the envelope's points, filled by
-/// [`forward`] from the pollers' readings.
-pub type Reported = Arc<Mutex<HashMap<PointKey, f64>>>;
+/// [`forward`] from the pollers' readings. A value that changed (the first
+/// reading after a start, or a change made at the device's own panel) wakes
+/// the executor, so the server hears of it at once rather than at the next
+/// deadline (up to [`MAX_SLEEP`] later).
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    values: Arc<Mutex<HashMap<PointKey, f64>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Reported {
+    /// The values, locked.
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HashMap<PointKey, f64>>> {
+        self.values.lock()
+    }
+}
 
 /// Pass the pollers' events on to the uplink (`out`), noting the values of
 /// the envelope's points in `reported`. Runs until `events` closes or `out`
@@ -148,6 +163,7 @@ fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading])
     let Ok(mut map) = reported.lock() else {
         return;
     };
+    let mut changed = false;
     for r in readings {
         if r.quality != protocol::Quality::Good || !r.value.is_finite() {
             continue;
@@ -158,8 +174,13 @@ fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading])
             .iter()
             .find(|w| w.key.device == r.device && w.key.point == r.point)
         {
-            map.insert(w.key.clone(), v);
+            changed |= map.insert(w.key.clone(), v) != Some(v);
         }
+    }
+    drop(map);
+    if changed {
+        // Stored as a permit if the executor is busy: it looks right after.
+        reported.changed.notify_one();
     }
 }
 
@@ -235,6 +256,7 @@ impl Executor {
         // After a restart: finish what the stored state asks for.
         self.settle(&out).await;
         let mut inputs_open = true;
+        let device_changed = self.reported.changed.clone();
         loop {
             let now = self.clock.now();
             let sleep = self.sleep_for(now);
@@ -249,6 +271,10 @@ impl Executor {
                     }
                     None => inputs_open = false,
                 },
+                () = device_changed.notified() => {
+                    self.sync_reported();
+                    self.send_states(&out).await;
+                }
                 () = tokio::time::sleep(sleep) => self.settle(&out).await,
             }
         }
