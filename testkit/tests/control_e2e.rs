@@ -1,18 +1,123 @@
 //! Remote control end to end with nothing faked: the real server, the real
 //! agent with the demo's control envelope ([`agent::sim::DEMO_CONTROLS`]) and
-//! the EH-203 simulator over Modbus TCP. The homeowner raises the hot-water
-//! setpoint on the Controls page in headless Chromium; the simulator's
-//! register changes, and the page shows the agent's read-back value and the
-//! applied result.
+//! the EH-203 simulator over Modbus TCP, driven from the Controls page in
+//! headless Chromium. Each test checks what the page shows against the
+//! simulator's registers, the server's store and the audit chain:
+//!
+//! - the homeowner raises the hot-water setpoint;
+//! - switches the car heater on, then back to its schedule;
+//! - boosts the hot water for a chosen time, then stops the boost;
+//! - edits the car heater's weekly clock table (with a copied day and an
+//!   exception day), which the agent then runs on its own clock; malformed
+//!   edits are refused in the page;
+//! - a read-only account sees the values but no working control.
+//!
+//! The scripts stop at checkpoints ([`browser::Script`]) while the page shows
+//! a state, so the device is checked at that same moment.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use server::{store, store::control::CommandStatus};
-use testkit::{Stack, browser, eventually};
+use protocol::{ControlSource, ControlState};
+use server::{
+    domain::SiteRef,
+    store,
+    store::control::{CommandRecord, CommandStatus},
+};
+use testkit::{Stack, browser, eventually, stack::Login};
+use time::OffsetDateTime;
 
 const T: Duration = Duration::from_secs(30);
+/// One whole browser run, Chromium start included.
+const BROWSER_T: Duration = Duration::from_secs(120);
 const KEY: &str = "heatpump/dhw_setpoint";
+const CAR: &str = "heatpump/car_heater";
+
+/// The environment every Controls-page script needs, logged in as `who`.
+fn page_env(stack: &Stack, who: &Login) -> Vec<(&'static str, String)> {
+    vec![
+        ("BASE_URL", stack.server.base.clone()),
+        ("EMAIL", who.email.clone()),
+        ("PASSWORD", who.password.clone()),
+        (
+            "CONTROLS_PATH",
+            format!("/sites/{}/controls", stack.site.site_id),
+        ),
+    ]
+}
+
+/// The control state the store holds for the demo point `point`.
+async fn state_of(stack: &Stack, point: &str) -> anyhow::Result<ControlState> {
+    store::control::states_of_site(&stack.server.state.db, stack.site)
+        .await?
+        .into_iter()
+        .find(|s| s.state.point == point)
+        .map(|s| s.state)
+        .with_context(|| format!("no control state stored for {point}"))
+}
+
+/// Wait until the agent has reported `point` with the device's value `value`.
+async fn reported(stack: &Stack, point: &str, value: f64) -> anyhow::Result<ControlState> {
+    eventually(
+        T,
+        &format!("the agent to report {point} = {value}"),
+        || async move {
+            state_of(stack, point)
+                .await
+                .ok()
+                .filter(|s| s.reported == Some(value))
+        },
+    )
+    .await
+}
+
+/// The simulator's holding register `addr`.
+fn register(stack: &Stack, addr: u16) -> anyhow::Result<u16> {
+    let words = stack
+        .sim
+        .read_holding(addr, 1)
+        .map_err(|e| anyhow::anyhow!("reading register {addr}: {e:?}"))?;
+    words.first().copied().context("one register read")
+}
+
+/// The site's audit chain, verified: (action, target) of every entry, and
+/// the commands the non-result entries name, oldest first.
+async fn audit(stack: &Stack) -> anyhow::Result<(Vec<(String, String)>, Vec<CommandRecord>)> {
+    let conn = &stack.server.state.db;
+    let site: SiteRef = stack.site;
+    let verified = store::audit::verify_site(conn, site).await?;
+    anyhow::ensure!(verified.is_ok(), "the audit chain is broken: {verified:?}");
+    let (chain, _) = store::audit::chain_of_site(conn, site).await?;
+    let mut commands = Vec::new();
+    for c in chain.iter().filter(|c| c.entry.action != "result") {
+        let id = c.entry.command_id.context("the entry names its command")?;
+        commands.push(
+            store::control::find_command(conn, id)
+                .await?
+                .context("the command is stored")?,
+        );
+    }
+    let entries = chain
+        .into_iter()
+        .map(|c| (c.entry.action, c.entry.target))
+        .collect();
+    Ok((entries, commands))
+}
+
+/// An RFC 3339 time the page shows in a `datetime` attribute.
+fn shown_time(v: &serde_json::Value) -> anyhow::Result<OffsetDateTime> {
+    let text = v.as_str().with_context(|| format!("no time in {v}"))?;
+    Ok(OffsetDateTime::parse(
+        text,
+        &time::format_description::well_known::Rfc3339,
+    )?)
+}
+
+/// `a` and `b` are the same instant as far as a page shows it (the store
+/// keeps microseconds, the agent's message nanoseconds).
+fn same_instant(a: OffsetDateTime, b: OffsetDateTime) -> bool {
+    (a - b).abs() < time::Duration::seconds(1)
+}
 
 #[tokio::test]
 async fn the_homeowner_raises_the_hot_water_setpoint_and_the_real_device_takes_it()
@@ -90,5 +195,74 @@ async fn the_homeowner_raises_the_hot_water_setpoint_and_the_real_device_takes_i
     assert_eq!(cmd.status, CommandStatus::Applied);
     assert_eq!(cmd.value_after, Some(48.5));
 
+    stack.cleanup().await
+}
+
+#[tokio::test]
+async fn the_homeowner_switches_the_car_heater_on_and_back_to_its_schedule_on_the_real_device()
+-> anyhow::Result<()> {
+    let stack = Stack::start_with_controls().await?;
+    let car_register = agent::sim::DEMO_CAR_HEATER_REGISTER;
+    reported(&stack, "car_heater", 0.0).await?;
+
+    let mut env = page_env(&stack, &stack.homeowner);
+    env.push(("CONTROL_KEY", CAR.to_owned()));
+    let mut page = browser::Script::start("controls_output.mjs", &env, BROWSER_T)?;
+
+    // The page shows the car heater on: the device holds it, and the page's
+    // end time is the agent's (the envelope caps an override at 180 min).
+    let on = page.checkpoint("on").await?;
+    let card = &on["card"];
+    assert_eq!(register(&stack, car_register)?, 1, "{on}");
+    assert_eq!(card["reported"], "päällä", "{on}");
+    assert_eq!(card["commanded"], "päällä", "{on}");
+    assert_eq!(card["last_status_text"], "Toteutettu", "{on}");
+    assert!(
+        card["why"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("Käsiohjaus, päättyy ")),
+        "{on}"
+    );
+    let state = state_of(&stack, "car_heater").await?;
+    assert_eq!(state.source, ControlSource::Manual);
+    let until = state.until.context("a manual override has an end")?;
+    assert!(same_instant(shown_time(&card["until_iso"])?, until), "{on}");
+    let (_, commands) = audit(&stack).await?;
+    let set = commands.first().context("the set command")?;
+    assert_eq!(
+        (set.op.as_str(), set.status),
+        ("set", CommandStatus::Applied)
+    );
+    assert_eq!(set.value_after, Some(1.0));
+    let applied_at = set.result_at.context("the agent answered")?;
+    assert!(
+        same_instant(until, applied_at + time::Duration::minutes(180)),
+        "until {until}, applied at {applied_at}"
+    );
+
+    // Back to its schedule: it has none, so the agent puts the idle value
+    // (off) back, and the page shows the device's own value.
+    page.resume().await?;
+    let report = page.finish().await?;
+    assert_eq!(register(&stack, car_register)?, 0, "{report}");
+    let released = &report["released"];
+    assert_eq!(released["reported"], "pois", "{report}");
+    assert_eq!(released["source"], "device", "{report}");
+    assert_eq!(released["why"], "Laitteen oma arvo", "{report}");
+    assert_eq!(released["last_status_text"], "Toteutettu", "{report}");
+    assert_eq!(
+        state_of(&stack, "car_heater").await?.source,
+        ControlSource::Device
+    );
+
+    let (entries, commands) = audit(&stack).await?;
+    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["set", "result", "release", "result"]);
+    assert!(entries.iter().all(|(_, target)| target == CAR));
+    let release = &commands[1];
+    assert_eq!(
+        (release.op.as_str(), release.status, release.value_after),
+        ("release", CommandStatus::Applied, Some(0.0))
+    );
     stack.cleanup().await
 }
