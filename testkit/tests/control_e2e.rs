@@ -32,6 +32,7 @@ const T: Duration = Duration::from_secs(30);
 const BROWSER_T: Duration = Duration::from_secs(120);
 const KEY: &str = "heatpump/dhw_setpoint";
 const CAR: &str = "heatpump/car_heater";
+const BOOST: &str = "boost_dhw";
 
 /// The environment every Controls-page script needs, logged in as `who`.
 fn page_env(stack: &Stack, who: &Login) -> Vec<(&'static str, String)> {
@@ -264,5 +265,86 @@ async fn the_homeowner_switches_the_car_heater_on_and_back_to_its_schedule_on_th
         (release.op.as_str(), release.status, release.value_after),
         ("release", CommandStatus::Applied, Some(0.0))
     );
+    stack.cleanup().await
+}
+
+#[tokio::test]
+async fn the_homeowner_boosts_the_hot_water_for_a_chosen_time_and_stops_it_on_the_real_device()
+-> anyhow::Result<()> {
+    let stack = Stack::start_with_controls().await?;
+    let dhw_register = agent::sim::DEMO_DHW_SETPOINT_REGISTER;
+    reported(&stack, "dhw_setpoint", 48.0).await?;
+
+    let mut env = page_env(&stack, &stack.homeowner);
+    env.extend([
+        ("ACTION", BOOST.to_owned()),
+        ("CONTROL_KEY", KEY.to_owned()),
+        // The envelope allows at most 60 min; the page offers 30 and 60.
+        ("MINUTES", "30".to_owned()),
+    ]);
+    let mut page = browser::Script::start("controls_boost.mjs", &env, BROWSER_T)?;
+
+    // The page shows the boost running: the device holds the boost value,
+    // and both cards show the end the agent set, 30 min after it started.
+    let running = page.checkpoint("running").await?;
+    assert_eq!(register(&stack, dhw_register)?, 550, "{running}");
+    let (action, point) = (&running["action"], &running["point"]);
+    assert_eq!(point["reported"], "55,0", "{running}");
+    assert!(
+        point["why"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("Tehostus, päättyy ")),
+        "{running}"
+    );
+    assert!(
+        action["why"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("Käynnissä, päättyy ")),
+        "{running}"
+    );
+    let state = state_of(&stack, "dhw_setpoint").await?;
+    assert_eq!(
+        (state.source, state.action.as_deref()),
+        (ControlSource::Action, Some(BOOST))
+    );
+    let until = state.until.context("a running action has an end")?;
+    assert!(
+        same_instant(shown_time(&action["until_iso"])?, until),
+        "{running}"
+    );
+    let (_, commands) = audit(&stack).await?;
+    let start = commands.first().context("the start command")?;
+    assert_eq!(
+        (start.op.as_str(), start.status),
+        ("start_action", CommandStatus::Applied)
+    );
+    let request: serde_json::Value = serde_json::from_str(&start.request)?;
+    assert_eq!(request["duration_s"], 1800, "the chosen 30 min: {request}");
+    let applied_at = start.result_at.context("the agent answered")?;
+    assert!(
+        same_instant(until, applied_at + time::Duration::minutes(30)),
+        "until {until}, applied at {applied_at}"
+    );
+
+    // Stopped from the page: the value from before the boost is back.
+    page.resume().await?;
+    let report = page.finish().await?;
+    assert_eq!(register(&stack, dhw_register)?, 480, "{report}");
+    let stopped = &report["stopped"];
+    assert_eq!(stopped["point"]["reported"], "48,0", "{report}");
+    assert_eq!(stopped["action"]["why"], "Ei käynnissä", "{report}");
+    assert_eq!(
+        stopped["action"]["last_status_text"], "Toteutettu",
+        "{report}"
+    );
+    let state = state_of(&stack, "dhw_setpoint").await?;
+    assert_eq!((state.source, state.action), (ControlSource::Device, None));
+
+    let (entries, commands) = audit(&stack).await?;
+    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["start_action", "result", "stop_action", "result"]);
+    assert!(entries.iter().all(|(_, t)| t == "action:boost_dhw"));
+    assert_eq!(commands[1].status, CommandStatus::Applied);
+    assert_eq!(commands[1].value_after, Some(48.0));
     stack.cleanup().await
 }

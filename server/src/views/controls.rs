@@ -199,6 +199,9 @@ pub struct ActionCard {
     pub running: bool,
     /// Until when.
     pub until: Option<Moment>,
+    /// While running: the `device/point` it drives (`data-drives`, so the
+    /// page's script can tell when the action ended), else empty.
+    pub drives: String,
     /// Offered durations: minutes and their text.
     pub durations: Vec<(u64, String)>,
     /// Shown to homeowners.
@@ -367,6 +370,9 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
         label,
         running: running.is_some(),
         until: running.and_then(|s| s.until).map(Moment::of),
+        drives: running
+            .map(|s| control::point_key(&s.device, &s.point))
+            .unwrap_or_default(),
         durations: control::action_duration_choices(&a.info)
             .into_iter()
             .map(|m| {
@@ -743,22 +749,23 @@ mod tests {
         }
     }
 
+    fn page_context(lang: &str, access: Access) -> ControlsContext {
+        ControlsContext {
+            chrome: chrome(lang),
+            site_id: "s1".into(),
+            site_name: "Koivula".into(),
+            organisation: "Org".into(),
+            agent_online: true,
+            access,
+            can_configure: false,
+            can_audit: true,
+            error: Some("24,0 <script>".into()),
+            notice: None,
+        }
+    }
+
     fn page(lang: &str, access: Access) -> ControlsPage {
-        controls_page(
-            ControlsContext {
-                chrome: chrome(lang),
-                site_id: "s1".into(),
-                site_name: "Koivula".into(),
-                organisation: "Org".into(),
-                agent_online: true,
-                access,
-                can_configure: false,
-                can_audit: true,
-                error: Some("24,0 <script>".into()),
-                notice: None,
-            },
-            &controls(),
-        )
+        controls_page(page_context(lang, access), &controls())
     }
 
     #[test]
@@ -783,6 +790,32 @@ mod tests {
         assert!(html.contains(r#"<option value="180">3 h</option>"#));
         assert!(!html.contains("<script>"), "the error is escaped");
         assert!(html.contains(r#"name="csrf_token" value="csrf-123""#));
+    }
+
+    #[test]
+    fn a_running_action_names_the_point_it_drives_for_the_script() {
+        let mut c = controls();
+        c.actions[0].running = Some(ControlState {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            commanded: Some(55.0),
+            reported: Some(55.0),
+            source: ControlSource::Action,
+            until: Some(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            action: Some("boost_dhw".into()),
+        });
+        let running = controls_page(page_context("fi", Access::Homeowner), &c);
+        assert!(running.actions[0].running);
+        let html = running.render().expect("renders");
+        assert!(
+            html.contains(r#"data-running="true" data-drives="heatpump/dhw_setpoint""#),
+            "{html}"
+        );
+        let idle = page("fi", Access::Homeowner).render().expect("renders");
+        assert!(
+            idle.contains(r#"data-running="false" data-drives="""#),
+            "{idle}"
+        );
     }
 
     #[test]
