@@ -4,8 +4,9 @@
 //! Builders here turn service data into prepared strings (numbers in the
 //! viewer's notation, times as RFC 3339 plus a UTC fallback that
 //! `static/js/localtime.js` re-renders locally), so the templates hold no
-//! logic. `static/js/controls.js` keeps the cards current from the live feed;
-//! everything it needs comes through `data-*` attributes.
+//! logic. `static/js/controls.js` keeps the cards current from the live feed,
+//! and `static/js/schedule.js` gives the editor's days their copy buttons;
+//! everything they need comes through `data-*` attributes.
 
 use askama::Template;
 use protocol::{ControlKind, ControlRequest, ControlSource, ControlState, WeeklySchedule};
@@ -440,6 +441,30 @@ pub struct DayRow {
     pub name: String,
     /// Periods as typed.
     pub periods: String,
+    /// The row's copy button (`static/js/schedule.js`): its text, and the
+    /// fields it fills with this row's periods (Monday–Friday from a
+    /// weekday, Saturday–Sunday from a weekend day), space-separated.
+    pub copy_text: String,
+    /// See [`DayRow::copy_text`].
+    pub copy_to: String,
+}
+
+fn day_row(lang: &str, i: usize, periods: String) -> DayRow {
+    let (text, days) = if i < 5 {
+        ("copy_weekdays", 0..5)
+    } else {
+        ("copy_weekend", 5..7)
+    };
+    DayRow {
+        field: format!("day{i}"),
+        name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
+        periods,
+        copy_text: translate(lang, text).to_owned(),
+        copy_to: days
+            .map(|d| format!("day{d}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// One exception row of the schedule editor.
@@ -488,13 +513,12 @@ pub fn schedule_rows(
     schedule: Option<&WeeklySchedule>,
 ) -> (Vec<DayRow>, Vec<ExceptionRow>) {
     let days = (0..7)
-        .map(|i| DayRow {
-            field: format!("day{i}"),
-            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
-            periods: schedule
+        .map(|i| {
+            let periods = schedule
                 .and_then(|s| s.days.get(i))
                 .map(|p| format_periods(p))
-                .unwrap_or_default(),
+                .unwrap_or_default();
+            day_row(lang, i, periods)
         })
         .collect();
     let mut exceptions: Vec<ExceptionRow> = schedule
@@ -536,11 +560,7 @@ pub fn posted_rows(lang: &str, form: &[(String, String)]) -> (Vec<DayRow>, Vec<E
             .unwrap_or_default()
     };
     let days = (0..7)
-        .map(|i| DayRow {
-            field: format!("day{i}"),
-            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
-            periods: get(&format!("day{i}")),
-        })
+        .map(|i| day_row(lang, i, get(&format!("day{i}"))))
         .collect();
     let mut exceptions: Vec<ExceptionRow> = (0..MAX_EXCEPTIONS)
         .filter(|i| !get(&format!("ex_date_{i}")).trim().is_empty())
@@ -854,6 +874,14 @@ mod tests {
         let (days, ex) = posted_rows("en", &form);
         assert_eq!(days[1].periods, "06:00-08:00");
         assert_eq!(days[1].name, "Tuesday");
+        assert_eq!(
+            (days[1].copy_text.as_str(), days[1].copy_to.as_str()),
+            ("Copy to Mon–Fri", "day0 day1 day2 day3 day4")
+        );
+        assert_eq!(
+            (days[6].copy_text.as_str(), days[6].copy_to.as_str()),
+            ("Copy to Sat–Sun", "day5 day6")
+        );
         assert_eq!(ex[0].date, "2026-12-24");
         assert_eq!(ex[0].label, "away");
         assert_eq!(ex.len(), 1 + BLANK_EXCEPTION_ROWS);
