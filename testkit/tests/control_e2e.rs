@@ -348,3 +348,215 @@ async fn the_homeowner_boosts_the_hot_water_for_a_chosen_time_and_stops_it_on_th
     assert_eq!(commands[1].value_after, Some(48.0));
     stack.cleanup().await
 }
+
+/// The first whole hour from 06:00 to 20:00 Helsinki time at least an hour
+/// from now: within the day a schedule change stays deliverable, with room
+/// for an hour-long period before an evening one.
+fn next_schedule_edge() -> anyhow::Result<jiff::Zoned> {
+    const ZONE: &str = "Europe/Helsinki";
+    let soon = jiff::Zoned::now()
+        .in_tz(ZONE)?
+        .checked_add(jiff::Span::new().hours(1))?
+        .round(
+            jiff::ZonedRound::new()
+                .smallest(jiff::Unit::Hour)
+                .mode(jiff::RoundMode::Ceil),
+        )?;
+    let edge = match soon.hour() {
+        h if h < 6 => soon.date().at(6, 0, 0, 0).in_tz(ZONE)?,
+        h if h > 20 => soon.date().tomorrow()?.at(6, 0, 0, 0).in_tz(ZONE)?,
+        _ => soon,
+    };
+    Ok(edge)
+}
+
+#[tokio::test]
+async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_its_minute()
+-> anyhow::Result<()> {
+    let mut stack = Stack::start_with_controls().await?;
+    let car_register = agent::sim::DEMO_CAR_HEATER_REGISTER;
+    reported(&stack, "car_heater", 0.0).await?;
+    // The homeowner edits while the house is offline: the change waits at
+    // the server, and the agent that connects next runs it on its own clock.
+    stack.stop_agent().await?;
+
+    let edge = next_schedule_edge()?;
+    let edge_at = OffsetDateTime::from_unix_timestamp(edge.timestamp().as_second())?;
+    let day = usize::try_from(edge.weekday().to_monday_zero_offset())?;
+    let hour = u16::try_from(edge.hour())?;
+    let periods = format!("{hour:02}:00-{:02}:00, 22:00-23:30", hour + 1);
+    let away = edge.date().checked_add(jiff::Span::new().days(3))?;
+    let mut env = page_env(&stack, &stack.homeowner);
+    env.extend([
+        ("CONTROL_KEY", CAR.to_owned()),
+        ("DAY", day.to_string()),
+        ("PERIODS", periods.clone()),
+        ("EXCEPTION_DATE", away.to_string()),
+        // The refusals are worded in English only (server/src/domain/control.rs).
+        ("LOCALE", "en-GB".to_owned()),
+    ]);
+    let mut page = browser::Script::start("controls_schedule.mjs", &env, BROWSER_T)?;
+
+    // Sent from the editor: stored and waiting for the site, as the page says.
+    let saved = page.checkpoint("saved").await?;
+    assert_eq!(saved["card"]["last_status"], "queued", "{saved}");
+    assert!(
+        saved["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("the change is sent when it connects")),
+        "{saved}"
+    );
+    let (entries, commands) = audit(&stack).await?;
+    assert_eq!(entries, [("set_schedule".to_owned(), CAR.to_owned())]);
+    let cmd = &commands[0];
+    assert_eq!((cmd.status, cmd.delivered_at), (CommandStatus::Sent, None));
+    let protocol::ControlRequest::SetSchedule { schedule, .. } =
+        serde_json::from_str(&cmd.request)?
+    else {
+        anyhow::bail!("not a schedule: {}", cmd.request);
+    };
+    // The typed day went to its kind of days by the copy button; the
+    // exception day is off all day.
+    let same_kind = if day < 5 { 0..5 } else { 5..7 };
+    let typed = vec![
+        protocol::Period {
+            start_min: hour * 60,
+            end_min: (hour + 1) * 60,
+        },
+        protocol::Period {
+            start_min: 22 * 60,
+            end_min: 23 * 60 + 30,
+        },
+    ];
+    for (d, got) in schedule.days.iter().enumerate() {
+        let want = if same_kind.contains(&d) {
+            typed.clone()
+        } else {
+            vec![]
+        };
+        assert_eq!(got, &want, "day {d}: {schedule:?}");
+    }
+    assert_eq!(schedule.exceptions.len(), 1, "{schedule:?}");
+    let ex = &schedule.exceptions[0];
+    assert_eq!(
+        (ex.date.to_string(), ex.label.as_str(), ex.periods.len()),
+        (away.to_string(), "away", 0)
+    );
+    assert_eq!(
+        (
+            schedule.time_zone.as_str(),
+            schedule.on_value,
+            schedule.off_value
+        ),
+        ("Europe/Helsinki", 1.0, 0.0)
+    );
+
+    // The agent connects with its clock a minute before the first period,
+    // running 20 times as fast: the edge comes 3 s later.
+    let clock =
+        agent::control::executor::Clock::starting_at(edge_at - time::Duration::minutes(1), 20.0);
+    stack.start_agent_with_control_clock(clock)?;
+    page.resume().await?;
+    let watch = eventually(T, "the car heater to switch on", || {
+        let now = clock.now();
+        let on = register(&stack, car_register).ok() == Some(1);
+        async move { on.then_some(now) }
+    });
+    let (switched, on_at) = tokio::join!(page.checkpoint("switched"), watch);
+    let (switched, on_at) = (switched?, on_at?);
+    assert!(on_at >= edge_at, "switched on at {on_at}, before {edge_at}");
+    assert_eq!(register(&stack, car_register)?, 1, "{switched}");
+    let card = &switched["card"];
+    assert_eq!(
+        (&card["why"], &card["reported"], &card["last_status_text"]),
+        (
+            &"Following the schedule".into(),
+            &"on".into(),
+            &"Applied".into()
+        ),
+        "{switched}"
+    );
+    let state = state_of(&stack, "car_heater").await?;
+    assert_eq!(
+        (state.source, state.reported),
+        (ControlSource::Schedule, Some(1.0))
+    );
+    let (entries, commands) = audit(&stack).await?;
+    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["set_schedule", "result"]);
+    let cmd = &commands[0];
+    assert_eq!(cmd.status, CommandStatus::Applied);
+    let (chain, _) = store::audit::chain_of_site(&stack.server.state.db, stack.site).await?;
+    assert_eq!(chain[1].entry.result, "applied");
+    // Taken before the edge (the machine was quick enough): it was off then.
+    if cmd.result_at.is_some_and(|at| at < edge_at) {
+        assert_eq!(cmd.value_after, Some(0.0), "on before its period");
+    }
+
+    // The editor shows what was saved; malformed edits change nothing.
+    page.resume().await?;
+    let report = page.finish().await?;
+    let shown_days: Vec<String> = (0..7)
+        .map(|d| {
+            if same_kind.contains(&d) {
+                periods.clone()
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    assert_eq!(
+        report["typed_days"],
+        serde_json::json!(shown_days),
+        "{report}"
+    );
+    assert_eq!(
+        report["saved_days"],
+        serde_json::json!(shown_days),
+        "{report}"
+    );
+    assert_eq!(
+        report["saved_exceptions"],
+        serde_json::json!([{"date": away.to_string(), "label": "away", "periods": ""}]),
+        "{report}"
+    );
+    let weekday = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ][day];
+    let refusals = report["malformed"]
+        .as_array()
+        .context("the malformed edits")?;
+    let expected = [
+        format!("{weekday}: the period 08:00-06:00 ends before it starts."),
+        format!("{weekday}: 06:00-08:00 overlaps 07:00-09:00."),
+    ];
+    assert_eq!(refusals.len(), expected.len(), "{report}");
+    for (r, message) in refusals.iter().zip(expected) {
+        assert_eq!(r["status"], 422, "{r}");
+        assert_eq!(r["error"], message.as_str(), "{r}");
+        assert_eq!(r["kept"], r["typed"], "what was typed stays: {r}");
+        assert_eq!(r["exceptions_kept"], report["saved_exceptions"], "{r}");
+    }
+    assert_eq!(
+        report["days_after_malformed"], report["saved_days"],
+        "{report}"
+    );
+    let (entries, _) = audit(&stack).await?;
+    assert_eq!(
+        entries.len(),
+        2,
+        "the refused edits left no trace: {entries:?}"
+    );
+    assert_eq!(register(&stack, car_register)?, 1);
+    assert_eq!(
+        state_of(&stack, "car_heater").await?.source,
+        ControlSource::Schedule
+    );
+    stack.cleanup().await
+}
