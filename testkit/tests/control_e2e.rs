@@ -560,3 +560,94 @@ async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_
     );
     stack.cleanup().await
 }
+
+#[tokio::test]
+async fn a_viewer_sees_the_real_values_live_but_no_controls_and_a_forged_form_changes_nothing()
+-> anyhow::Result<()> {
+    let stack = Stack::start_with_controls().await?;
+    let viewer = stack.add_viewer().await?;
+    reported(&stack, "dhw_setpoint", 48.0).await?;
+    reported(&stack, "car_heater", 0.0).await?;
+
+    let mut env = page_env(&stack, &viewer);
+    env.extend([
+        ("CONTROL_KEYS", format!("{KEY},{CAR},action:{BOOST}")),
+        ("WATCH_KEY", KEY.to_owned()),
+        ("FORGE_KEY", CAR.to_owned()),
+    ]);
+    let mut page = browser::Script::start("controls_viewer.mjs", &env, BROWSER_T)?;
+
+    // The values the device reports, and nothing to press.
+    let looked = page.checkpoint("looked").await?;
+    let cards = &looked["cards"];
+    assert_eq!(cards[KEY]["reported"], "48,0", "{looked}");
+    assert_eq!(cards[CAR]["reported"], "pois", "{looked}");
+    assert_eq!(
+        cards[format!("action:{BOOST}")]["why"],
+        "Ei käynnissä",
+        "{looked}"
+    );
+    for (key, card) in cards.as_object().context("cards")? {
+        assert_eq!(card["forms"], 0, "{key}: {looked}");
+        assert_eq!(card["enabled_buttons"], 0, "{key}: {looked}");
+        assert_eq!(card["links"], serde_json::json!([]), "{key}: {looked}");
+    }
+    let whole = &looked["page"];
+    assert_eq!(whole["forms"], serde_json::json!([]), "{looked}");
+    assert_eq!(
+        (
+            &whole["enabled_buttons"],
+            &whole["inputs"],
+            &whole["schedule_links"]
+        ),
+        (&0.into(), &0.into(), &0.into()),
+        "{looked}"
+    );
+    assert_eq!(
+        whole["nav"],
+        serde_json::json!(["Näkymä", "Ohjaukset"]),
+        "no audit log: {looked}"
+    );
+    assert_eq!(
+        looked["flashes"]["notices"],
+        serde_json::json!(["Vain katselu: tällä tunnuksella ei voi muuttaa mitään."]),
+        "{looked}"
+    );
+
+    // Someone turns the hot-water setpoint at the heat pump's own panel:
+    // the tablet shows it without a reload.
+    stack
+        .sim
+        .set_holding(agent::sim::DEMO_DHW_SETPOINT_REGISTER, 465)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    page.resume().await?;
+    let report = page.finish().await?;
+    assert_eq!(report["changed"]["reported"], "46,5", "{report}");
+
+    // A form forged in the page, with its own CSRF token: refused with the
+    // Controls page again (at the form's address) and the reason; nothing
+    // reaches the device.
+    let forged = &report["forged"];
+    assert_eq!(forged["status"], 403, "{report}");
+    assert_eq!(
+        forged["path"],
+        format!("/sites/{}/controls/output", stack.site.site_id),
+        "{report}"
+    );
+    assert_eq!(
+        forged["flashes"]["errors"],
+        serde_json::json!(["This account can look but not change anything."]),
+        "{report}"
+    );
+    assert_eq!(forged["card"]["reported"], "pois", "{report}");
+    assert_eq!(report["schedule_status"], 403, "{report}");
+    assert_eq!(register(&stack, agent::sim::DEMO_CAR_HEATER_REGISTER)?, 0);
+    let (entries, commands) = audit(&stack).await?;
+    assert!(entries.is_empty() && commands.is_empty(), "{entries:?}");
+    assert!(
+        store::control::latest_commands_of_site(&stack.server.state.db, stack.site, 10)
+            .await?
+            .is_empty()
+    );
+    stack.cleanup().await
+}
