@@ -29,7 +29,8 @@ pub async fn run(
     env: &[(&str, String)],
     timeout: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    Script::start(script, env, timeout)?.finish().await
+    // Without CHECKPOINTS a script passes its checkpoints without stopping.
+    Script::spawn(script, env, timeout, false)?.finish().await
 }
 
 /// A script running in steps (see the module docs).
@@ -50,6 +51,15 @@ impl Script {
     /// checkpoint). The whole run, checkpoints included, must end within
     /// `timeout`.
     pub fn start(script: &str, env: &[(&str, String)], timeout: Duration) -> anyhow::Result<Self> {
+        Self::spawn(script, env, timeout, true)
+    }
+
+    fn spawn(
+        script: &str,
+        env: &[(&str, String)],
+        timeout: Duration,
+        checkpoints: bool,
+    ) -> anyhow::Result<Self> {
         let dir = dir();
         anyhow::ensure!(
             dir.join("node_modules/playwright-core").exists(),
@@ -62,9 +72,11 @@ impl Script {
             "Chromium is not installed at {chromium}: apt-get install -y chromium (.ci/run does)"
         );
         let mut cmd = tokio::process::Command::new("node");
+        if checkpoints {
+            cmd.env("CHECKPOINTS", "1");
+        }
         cmd.arg(script)
             .current_dir(&dir)
-            .env("CHECKPOINTS", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
