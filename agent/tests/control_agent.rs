@@ -263,6 +263,38 @@ async fn breach_a_server_that_checks_nothing_cannot_write_outside_the_envelope()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_changed_at_the_device_reaches_the_server_at_once() {
+    let (sim, addr) = sim_on_tcp().await;
+    let mut server = FakeServer::start().await;
+    let bus = format!("kind = \"tcp\"\naddress = \"{addr}\"");
+    let (stop, handle) = common::spawn_agent(&toml(&server, &bus));
+    let dhw_state = |want: f64| {
+        move |s: &common::Seen| match &s.msg {
+            AgentToServer::ControlState(c)
+                if c.point == "dhw_setpoint" && c.reported == Some(want) =>
+            {
+                Some(c.clone())
+            }
+            _ => None,
+        }
+    };
+    // The first reading is announced even when the welcome came before it
+    // (no deadline is pending: without the wake-up it would wait a minute,
+    // longer than `within` waits).
+    server
+        .next_matching("the first read value in a control state", dhw_state(45.0))
+        .await;
+    // Someone turns the setpoint at the heat pump's own panel.
+    sim.set_holding(52, 470).unwrap();
+    let state = server
+        .next_matching("the panel's value in a control state", dhw_state(47.0))
+        .await;
+    assert_eq!(state.source, ControlSource::Device);
+    stop.cancel();
+    within("the agent to stop", handle).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boost_with_the_link_cut_reverts_by_itself() {
     let (sim, addr) = sim_on_tcp().await;
     let mut server = FakeServer::start().await;

@@ -436,6 +436,8 @@ pub fn translate(lang: &str, key: &str) -> &'static str {
         "holiday" => ("Holiday", "Loma / pyhä"),
         "away" => ("Away", "Poissa"),
         "send_schedule" => ("Send schedule", "Lähetä aikaohjelma"),
+        "copy_weekdays" => ("Copy to Mon–Fri", "Kopioi ma–pe"),
+        "copy_weekend" => ("Copy to Sat–Sun", "Kopioi la–su"),
         "back_controls" => ("Back to controls", "Takaisin ohjauksiin"),
         // ---- audit ----
         "audit_title" => ("Audit log", "Tapahtumaloki"),
@@ -515,6 +517,10 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     (
         "js/controls.js",
         include_bytes!("../../static/js/controls.js"),
+    ),
+    (
+        "js/schedule.js",
+        include_bytes!("../../static/js/schedule.js"),
     ),
     ("img/icon.svg", include_bytes!("../../static/img/icon.svg")),
 ];

@@ -5,6 +5,7 @@
 //   root  #controls[data-live-url][data-lang][data-text-*]
 //   card  [data-control-key][data-kind=setpoint|output|action][data-decimals]
 //         .commanded .reported .why .until .last-command (.last-status .last-reason .last-meta)
+//   action cards also [data-action][data-running=true|false][data-drives=dev/pt while running]
 //   messages (JSON text), besides the dashboard's snapshot/readings/agent_status:
 //     {"type":"control_state","control":"dev/pt","commanded":21.5,"reported":21.4,
 //      "source":"manual","until":"…Z","action":null}
@@ -112,16 +113,39 @@ function start(root) {
       }
       setWhy(card, msg.source || "none", msg.until);
     }
-    if (msg.source === "action" && msg.action) {
-      const action = root.querySelector(`[data-kind="action"][data-action="${CSS.escape(msg.action)}"]`);
+    const drivenBy = msg.source === "action" && msg.action ? msg.action : null;
+    if (drivenBy) {
+      const action = root.querySelector(`[data-kind="action"][data-action="${CSS.escape(drivenBy)}"]`);
       if (action) {
-        action.dataset.running = "true";
-        const why = action.querySelector(".why");
-        if (why && why.firstChild && why.firstChild.nodeType === Node.TEXT_NODE) {
-          why.firstChild.nodeValue = text("running-until") + " ";
-        }
-        setUntil(action, msg.until);
+        action.dataset.drives = msg.control;
+        setAction(action, true, msg.until);
       }
+    }
+    // A point a running action drove follows something else now: the action
+    // was stopped or ended by itself at the agent.
+    for (const action of root.querySelectorAll('[data-kind="action"][data-running="true"]')) {
+      if (action.dataset.drives === msg.control && action.dataset.action !== drivenBy) {
+        setAction(action, false, null);
+      }
+    }
+  }
+
+  function setAction(action, running, until) {
+    action.dataset.running = running ? "true" : "false";
+    if (!running) action.dataset.drives = "";
+    const why = action.querySelector(".why");
+    if (why && why.firstChild && why.firstChild.nodeType === Node.TEXT_NODE) {
+      why.firstChild.nodeValue = text(running ? "running-until" : "not-running") + " ";
+    }
+    setUntil(action, until);
+  }
+
+  // Server-rendered times carry a UTC fallback text; show them as
+  // localtime.js does for the first render.
+  function localizeTimes(el) {
+    for (const t of el.querySelectorAll("time[data-local-time]")) {
+      const shown = localTime(t.getAttribute("datetime"));
+      if (shown) setText(t, shown);
     }
   }
 
@@ -168,6 +192,7 @@ function start(root) {
         const now = fresh.querySelector(`[data-control-key="${CSS.escape(key)}"]`);
         if (!now) continue;
         const adopted = document.importNode(now, true);
+        localizeTimes(adopted);
         card.replaceWith(adopted);
         cards.set(key, adopted);
       }

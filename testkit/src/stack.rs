@@ -127,6 +127,30 @@ impl RunningAgent {
         poll: Duration,
         controls: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_configured(server_ws_url, creds, sim_addr, poll, controls, None)
+    }
+
+    /// [`RunningAgent::start_with`] with the demo's control envelope, its
+    /// schedules, overrides and actions running on `clock` (tests start it
+    /// just before a schedule edge and speed it up).
+    pub fn start_with_control_clock(
+        server_ws_url: &str,
+        creds: &AgentCreds,
+        sim_addr: SocketAddr,
+        poll: Duration,
+        clock: agent::control::executor::Clock,
+    ) -> anyhow::Result<Self> {
+        Self::start_configured(server_ws_url, creds, sim_addr, poll, true, Some(clock))
+    }
+
+    fn start_configured(
+        server_ws_url: &str,
+        creds: &AgentCreds,
+        sim_addr: SocketAddr,
+        poll: Duration,
+        controls: bool,
+        clock: Option<agent::control::executor::Clock>,
+    ) -> anyhow::Result<Self> {
         let buffer_dir = tempfile::tempdir()?;
         let build = if controls {
             agent::sim::agent_config_with_controls_for
@@ -148,11 +172,11 @@ impl RunningAgent {
         };
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
-        let task = tokio::spawn(
-            agent::Agent::build(cfg)
-                .with_session_config(session)
-                .run_until_stopped(async move { stop.cancelled().await }),
-        );
+        let mut built = agent::Agent::build(cfg).with_session_config(session);
+        if let Some(clock) = clock {
+            built = built.with_control_clock(clock);
+        }
+        let task = tokio::spawn(built.run_until_stopped(async move { stop.cancelled().await }));
         Ok(RunningAgent {
             _buffer_dir: buffer_dir,
             cancel,
@@ -341,6 +365,62 @@ impl Stack {
         )
         .await?
         .map_err(|r| anyhow::anyhow!("the live feed was refused with HTTP {}", r.0))
+    }
+
+    /// Stop the running agent and wait until the server has seen it go (its
+    /// live feed then says offline, and commands wait for the next agent).
+    pub async fn stop_agent(&mut self) -> anyhow::Result<()> {
+        if let Some(a) = self.agent.take() {
+            a.stop().await?;
+        }
+        let hub = self.server.state.hub.clone();
+        let site = self.site.site_id;
+        crate::eventually(
+            Duration::from_secs(20),
+            "the server to see the agent disconnect",
+            || {
+                let hub = hub.clone();
+                async move { (!hub.agent_online(site)).then_some(()) }
+            },
+        )
+        .await
+    }
+
+    /// Start the demo agent again (after [`Stack::stop_agent`]) with the
+    /// demo's control envelope, running its schedules, overrides and actions
+    /// on `clock`. It starts with an empty control state, as a new box would.
+    pub fn start_agent_with_control_clock(
+        &mut self,
+        clock: agent::control::executor::Clock,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(self.agent.is_none(), "the agent is still running");
+        self.agent = Some(RunningAgent::start_with_control_clock(
+            &self.server.agent_ws_url(),
+            &self.agent_creds,
+            self.sim_addr,
+            Duration::from_millis(300),
+            clock,
+        )?);
+        Ok(())
+    }
+
+    /// Add a read-only member (a wall tablet's account) to the demo house.
+    pub async fn add_viewer(&self) -> anyhow::Result<Login> {
+        let viewer = Login {
+            email: "tablet@demo.homecontrol".into(),
+            password: "tablet-pass".into(),
+        };
+        let conn = &self.server.state.db;
+        admin::create_user(conn, &viewer.email, "Hall tablet", &viewer.password).await?;
+        admin::add_member(
+            conn,
+            self.site.tenant_id,
+            &viewer.email,
+            Role::Viewer,
+            Some(self.site.site_id),
+        )
+        .await?;
+        Ok(viewer)
     }
 
     /// Stop the agent, then drop the database.

@@ -4,8 +4,9 @@
 //! Builders here turn service data into prepared strings (numbers in the
 //! viewer's notation, times as RFC 3339 plus a UTC fallback that
 //! `static/js/localtime.js` re-renders locally), so the templates hold no
-//! logic. `static/js/controls.js` keeps the cards current from the live feed;
-//! everything it needs comes through `data-*` attributes.
+//! logic. `static/js/controls.js` keeps the cards current from the live feed,
+//! and `static/js/schedule.js` gives the editor's days their copy buttons;
+//! everything they need comes through `data-*` attributes.
 
 use askama::Template;
 use protocol::{ControlKind, ControlRequest, ControlSource, ControlState, WeeklySchedule};
@@ -199,6 +200,9 @@ pub struct ActionCard {
     pub running: bool,
     /// Until when.
     pub until: Option<Moment>,
+    /// While running: the `device/point` it drives (`data-drives`, so the
+    /// page's script can tell when the action ended), else empty.
+    pub drives: String,
     /// Offered durations: minutes and their text.
     pub durations: Vec<(u64, String)>,
     /// Shown to homeowners.
@@ -367,6 +371,9 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
         label,
         running: running.is_some(),
         until: running.and_then(|s| s.until).map(Moment::of),
+        drives: running
+            .map(|s| control::point_key(&s.device, &s.point))
+            .unwrap_or_default(),
         durations: control::action_duration_choices(&a.info)
             .into_iter()
             .map(|m| {
@@ -434,6 +441,30 @@ pub struct DayRow {
     pub name: String,
     /// Periods as typed.
     pub periods: String,
+    /// The row's copy button (`static/js/schedule.js`): its text, and the
+    /// fields it fills with this row's periods (Monday–Friday from a
+    /// weekday, Saturday–Sunday from a weekend day), space-separated.
+    pub copy_text: String,
+    /// See [`DayRow::copy_text`].
+    pub copy_to: String,
+}
+
+fn day_row(lang: &str, i: usize, periods: String) -> DayRow {
+    let (text, days) = if i < 5 {
+        ("copy_weekdays", 0..5)
+    } else {
+        ("copy_weekend", 5..7)
+    };
+    DayRow {
+        field: format!("day{i}"),
+        name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
+        periods,
+        copy_text: translate(lang, text).to_owned(),
+        copy_to: days
+            .map(|d| format!("day{d}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// One exception row of the schedule editor.
@@ -482,13 +513,12 @@ pub fn schedule_rows(
     schedule: Option<&WeeklySchedule>,
 ) -> (Vec<DayRow>, Vec<ExceptionRow>) {
     let days = (0..7)
-        .map(|i| DayRow {
-            field: format!("day{i}"),
-            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
-            periods: schedule
+        .map(|i| {
+            let periods = schedule
                 .and_then(|s| s.days.get(i))
                 .map(|p| format_periods(p))
-                .unwrap_or_default(),
+                .unwrap_or_default();
+            day_row(lang, i, periods)
         })
         .collect();
     let mut exceptions: Vec<ExceptionRow> = schedule
@@ -530,11 +560,7 @@ pub fn posted_rows(lang: &str, form: &[(String, String)]) -> (Vec<DayRow>, Vec<E
             .unwrap_or_default()
     };
     let days = (0..7)
-        .map(|i| DayRow {
-            field: format!("day{i}"),
-            name: translate(lang, WEEKDAY_KEYS[i]).to_owned(),
-            periods: get(&format!("day{i}")),
-        })
+        .map(|i| day_row(lang, i, get(&format!("day{i}"))))
         .collect();
     let mut exceptions: Vec<ExceptionRow> = (0..MAX_EXCEPTIONS)
         .filter(|i| !get(&format!("ex_date_{i}")).trim().is_empty())
@@ -743,22 +769,23 @@ mod tests {
         }
     }
 
+    fn page_context(lang: &str, access: Access) -> ControlsContext {
+        ControlsContext {
+            chrome: chrome(lang),
+            site_id: "s1".into(),
+            site_name: "Koivula".into(),
+            organisation: "Org".into(),
+            agent_online: true,
+            access,
+            can_configure: false,
+            can_audit: true,
+            error: Some("24,0 <script>".into()),
+            notice: None,
+        }
+    }
+
     fn page(lang: &str, access: Access) -> ControlsPage {
-        controls_page(
-            ControlsContext {
-                chrome: chrome(lang),
-                site_id: "s1".into(),
-                site_name: "Koivula".into(),
-                organisation: "Org".into(),
-                agent_online: true,
-                access,
-                can_configure: false,
-                can_audit: true,
-                error: Some("24,0 <script>".into()),
-                notice: None,
-            },
-            &controls(),
-        )
+        controls_page(page_context(lang, access), &controls())
     }
 
     #[test]
@@ -783,6 +810,32 @@ mod tests {
         assert!(html.contains(r#"<option value="180">3 h</option>"#));
         assert!(!html.contains("<script>"), "the error is escaped");
         assert!(html.contains(r#"name="csrf_token" value="csrf-123""#));
+    }
+
+    #[test]
+    fn a_running_action_names_the_point_it_drives_for_the_script() {
+        let mut c = controls();
+        c.actions[0].running = Some(ControlState {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            commanded: Some(55.0),
+            reported: Some(55.0),
+            source: ControlSource::Action,
+            until: Some(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            action: Some("boost_dhw".into()),
+        });
+        let running = controls_page(page_context("fi", Access::Homeowner), &c);
+        assert!(running.actions[0].running);
+        let html = running.render().expect("renders");
+        assert!(
+            html.contains(r#"data-running="true" data-drives="heatpump/dhw_setpoint""#),
+            "{html}"
+        );
+        let idle = page("fi", Access::Homeowner).render().expect("renders");
+        assert!(
+            idle.contains(r#"data-running="false" data-drives="""#),
+            "{idle}"
+        );
     }
 
     #[test]
@@ -821,6 +874,14 @@ mod tests {
         let (days, ex) = posted_rows("en", &form);
         assert_eq!(days[1].periods, "06:00-08:00");
         assert_eq!(days[1].name, "Tuesday");
+        assert_eq!(
+            (days[1].copy_text.as_str(), days[1].copy_to.as_str()),
+            ("Copy to Mon–Fri", "day0 day1 day2 day3 day4")
+        );
+        assert_eq!(
+            (days[6].copy_text.as_str(), days[6].copy_to.as_str()),
+            ("Copy to Sat–Sun", "day5 day6")
+        );
         assert_eq!(ex[0].date, "2026-12-24");
         assert_eq!(ex[0].label, "away");
         assert_eq!(ex.len(), 1 + BLANK_EXCEPTION_ROWS);
