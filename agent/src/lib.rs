@@ -77,7 +77,7 @@ pub struct Agent {
     slave_banks: std::collections::BTreeMap<String, slave::Bank>,
     writer: poller::Writer,
     /// Each bus's command queue, handed to its task at run time.
-    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
+    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::BusCommand>>,
     /// The clock schedules, overrides and actions run on.
     control_clock: control::executor::Clock,
 }

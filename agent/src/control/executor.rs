@@ -504,7 +504,10 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::{control::envelope::tests::envelope, poller::BusHandle};
+    use crate::{
+        control::envelope::tests::envelope,
+        poller::{BusCommand, BusHandle},
+    };
 
     const T0: OffsetDateTime = datetime!(2026-01-15 10:00 UTC);
 
@@ -521,6 +524,14 @@ mod tests {
         let mut script: VecDeque<_> = script.into();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
+                let cmd = match cmd {
+                    BusCommand::Write(cmd) => cmd,
+                    // The scripted devices have no clock tables.
+                    BusCommand::Timer(t) => {
+                        let _ = t.reply.send(Err(WriteError::Unsupported("no timers".into())));
+                        continue;
+                    }
+                };
                 seen.lock().unwrap().push((cmd.point.clone(), cmd.value));
                 let _ = cmd.reply.send(script.pop_front().unwrap_or(Ok(())));
             }
