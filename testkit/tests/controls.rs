@@ -103,6 +103,7 @@ async fn fake_agent(
             until: (source == ControlSource::Manual)
                 .then(|| time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
             action: None,
+            note: None,
         })
     };
     let lock = |r: &Mutex<f64>| *r.lock().unwrap_or_else(|p| p.into_inner());

@@ -727,6 +727,7 @@ impl Controller {
                     source: w.source,
                     until: w.until,
                     action: w.action,
+                    note: None,
                 }
             })
             .collect()
