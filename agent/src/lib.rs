@@ -250,10 +250,12 @@ impl Agent {
             let (up_tx, up_rx) = mpsc::channel(1024);
             let (ctl_tx, ctl_rx) = mpsc::channel(control::executor::INPUT_QUEUE);
             let reported = control::executor::Reported::default();
+            let back = control::device_keeper::DevicesBack::default();
             let envelope = self.cfg.envelope.clone();
             tasks.spawn(control::executor::forward(
                 envelope.clone(),
                 reported.clone(),
+                back.clone(),
                 rx,
                 up_tx.clone(),
             ));
@@ -263,7 +265,8 @@ impl Agent {
                 control::store::default_path(&self.cfg.buffer.path),
                 self.control_clock,
                 reported,
-            );
+            )
+            .with_devices_back(back);
             tasks.spawn(executor.run(ctl_rx, up_tx, cancel.clone()));
             session = session.with_control(ctl_tx);
             up_rx

@@ -78,6 +78,8 @@ pub const BOARD_TURNAROUND: Duration = Duration::from_millis(3);
 const WRITE_LIMIT: Duration = Duration::from_millis(50);
 /// How often room temperatures are advanced.
 const DRIFT_STEP: Duration = Duration::from_millis(100);
+/// Longest sleep of a line with nothing to do (no drift, no keypad).
+const IDLE_WAKE: Duration = Duration::from_secs(60);
 
 /// How to run the simulated bus.
 #[derive(Debug, Clone)]
@@ -400,6 +402,9 @@ pub struct PopSimStats {
     pub keypad_replies: u64,
     /// Transmissions cut short because nobody read the line.
     pub overruns: u64,
+    /// Clock-table slots set from outside (each an EEPROM write on a real
+    /// board).
+    pub clock_entries_set: u64,
 }
 
 /// Who is busy on the line and when it fell quiet (pure; instants passed in).
@@ -787,7 +792,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
 
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
-        let mut wake = now + DRIFT_STEP;
+        // Without drift (and keypad) nothing happens until someone talks.
+        let mut wake = now
+            + if self.sim.opts.drift.is_some() {
+                DRIFT_STEP
+            } else {
+                IDLE_WAKE
+            };
         if let Some(tx) = &self.tx {
             let n = u32::try_from(tx.sent + 1).unwrap_or(u32::MAX);
             wake = wake.min(tx.started + self.char_time * n);
@@ -878,6 +889,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
             return;
         };
         state.stats.served += 1;
+        if matches!(reply, Response::Ack(Request::SetClockEntry { .. })) {
+            state.stats.clock_entries_set += 1;
+        }
         // The keypad's exchange that had not started yet is abandoned.
         self.queue.clear();
         let decoy = state.faults.pop_front().and_then(|fault| {
@@ -1111,7 +1125,10 @@ mod tests {
         });
         let t = sim.board_time(1).unwrap();
         // Helsinki summer time, UTC+3 (the clock may have moved a little)
-        assert_eq!((t.date(), t.hour()), (time::macros::date!(2026 - 07 - 01), 12));
+        assert_eq!(
+            (t.date(), t.hour()),
+            (time::macros::date!(2026 - 07 - 01), 12)
+        );
         sim.set_board_time(2, datetime!(2026-07-01 06:00));
         assert_eq!(sim.board_clock(2).map(|c| c.1 / 60), Some(6));
     }
