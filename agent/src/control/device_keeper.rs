@@ -69,15 +69,6 @@ pub type DevicesBack = Arc<Mutex<BTreeSet<String>>>;
 /// or why it failed.
 pub type Kept = BTreeMap<PointKey, Result<String, String>>;
 
-/// A device clock the keeper looks after.
-#[derive(Debug, Clone)]
-struct DeviceClock {
-    /// The zone its tables run on.
-    zone: String,
-    /// The next look.
-    due: OffsetDateTime,
-}
-
 /// The keeper's memory (what it must not forget across a restart is in the
 /// controller's [`Placement`]s).
 #[derive(Debug)]
@@ -89,8 +80,9 @@ pub struct Keeper {
     table_due: BTreeMap<PointKey, OffsetDateTime>,
     /// Next write or clear of a table, after a failure.
     retry_at: BTreeMap<PointKey, OffsetDateTime>,
-    /// The clocks of devices that run tables, by device key.
-    clocks: BTreeMap<String, DeviceClock>,
+    /// Next look at the clock of each device that runs tables, by device
+    /// key (its zone is its schedules').
+    clocks: BTreeMap<String, OffsetDateTime>,
     back: DevicesBack,
     /// A placement could not be decided (bus not running): try again then.
     undecided_retry: Option<OffsetDateTime>,
@@ -151,8 +143,8 @@ impl Keeper {
                 _ => {}
             }
         }
-        for c in self.clocks.values() {
-            at(c.due);
+        for due in self.clocks.values() {
+            at(*due);
         }
         next
     }
@@ -185,8 +177,8 @@ impl Keeper {
             {
                 self.table_due.insert(key, now);
             }
-            if let Some(c) = self.clocks.get_mut(&device) {
-                c.due = now;
+            if let Some(due) = self.clocks.get_mut(&device) {
+                *due = now;
             }
         }
         let keys = ctl.scheduled_points();
@@ -306,7 +298,13 @@ impl Keeper {
             if let Some(Placement::Device(t)) = ctl.placement_mut(key) {
                 t.problem = Some(why.clone());
             }
-            kept.insert(key.clone(), Err(why));
+            // The schedule runs meanwhile, at the agent.
+            kept.insert(
+                key.clone(),
+                Ok(format!(
+                    "run by the agent until the device's clock table can be written: {why}"
+                )),
+            );
             return;
         }
         let result = writer
@@ -335,7 +333,7 @@ impl Keeper {
                     info!(point = %key, slots_written, table = %describe(&entries), "device clock table written and read back");
                     self.retry_at.remove(key);
                     self.table_due.insert(key.clone(), now + CHECK_EVERY);
-                    self.clock_due_now(ctl, key, now);
+                    self.clock_due_now(key, now);
                     kept.insert(
                         key.clone(),
                         Ok(format!(
@@ -348,8 +346,8 @@ impl Keeper {
                     warn!(point = %key, held = %describe(&table), wanted = %describe(&entries), "the device holds another clock table than the one written; the agent runs the schedule");
                     kept.insert(
                         key.clone(),
-                        Err(format!(
-                            "the device holds {} after writing {}",
+                        Ok(format!(
+                            "run by the agent: the device holds {} after writing {}",
                             describe(&table),
                             describe(&entries)
                         )),
@@ -370,19 +368,22 @@ impl Keeper {
                 if again {
                     self.retry_at.insert(key.clone(), now + RETRY_AFTER);
                 }
+                // A refusal is final: the schedule runs at the agent, as for
+                // a device without a table. A failure in transit is the
+                // command's failure until the retry succeeds.
                 kept.insert(
                     key.clone(),
-                    Err(format!(
-                        "writing the device's clock table: {e}{}",
-                        if again {
-                            format!(
-                                "; tried again in {} s, the agent switches the output meanwhile",
-                                RETRY_AFTER.as_secs()
-                            )
-                        } else {
-                            "; the agent runs the schedule".into()
-                        }
-                    )),
+                    if again {
+                        Err(format!(
+                            "writing the device's clock table: {e}; tried again in {} s, \
+                             the agent switches the output meanwhile",
+                            RETRY_AFTER.as_secs()
+                        ))
+                    } else {
+                        Ok(format!(
+                            "run by the agent: the device did not take the clock table ({e})"
+                        ))
+                    },
                 );
             }
         }
@@ -478,17 +479,8 @@ impl Keeper {
         }
     }
 
-    fn clock_due_now(&mut self, ctl: &Controller, key: &PointKey, now: OffsetDateTime) {
-        if let Some(s) = ctl.schedule(key) {
-            let c = self
-                .clocks
-                .entry(key.device.clone())
-                .or_insert_with(|| DeviceClock {
-                    zone: s.zone_name().to_owned(),
-                    due: now,
-                });
-            c.due = now;
-        }
+    fn clock_due_now(&mut self, key: &PointKey, now: OffsetDateTime) {
+        self.clocks.insert(key.device.clone(), now);
     }
 
     /// Devices whose tables run schedules: device → (a point, its schedule).
@@ -511,15 +503,7 @@ impl Keeper {
             let Some(schedule) = ctl.schedule(&key).cloned() else {
                 continue;
             };
-            let c = self
-                .clocks
-                .entry(device.clone())
-                .or_insert_with(|| DeviceClock {
-                    zone: schedule.zone_name().to_owned(),
-                    due: now,
-                });
-            c.zone = schedule.zone_name().to_owned();
-            if c.due > now {
+            if *self.clocks.entry(device.clone()).or_insert(now) > now {
                 continue;
             }
             let clock = self.clock;
@@ -539,9 +523,7 @@ impl Keeper {
                 Err(ClockTrouble::Wrong { again: true, .. }) => now + RETRY_AFTER,
                 _ => regular,
             };
-            if let Some(c) = self.clocks.get_mut(&device) {
-                c.due = due;
-            }
+            self.clocks.insert(device.clone(), due);
             let clock_problem = match problem {
                 Ok(()) => None,
                 Err(ClockTrouble::Unknown) => continue,
