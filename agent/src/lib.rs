@@ -77,7 +77,7 @@ pub struct Agent {
     slave_banks: std::collections::BTreeMap<String, slave::Bank>,
     writer: poller::Writer,
     /// Each bus's command queue, handed to its task at run time.
-    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::WriteCommand>>,
+    commands: BTreeMap<String, tokio::sync::mpsc::Receiver<poller::BusCommand>>,
     /// The clock schedules, overrides and actions run on.
     control_clock: control::executor::Clock,
 }
@@ -251,10 +251,12 @@ impl Agent {
             let (up_tx, up_rx) = mpsc::channel(1024);
             let (ctl_tx, ctl_rx) = mpsc::channel(control::executor::INPUT_QUEUE);
             let reported = control::executor::Reported::default();
+            let back = control::device_keeper::DevicesBack::default();
             let envelope = self.cfg.envelope.clone();
             tasks.spawn(control::executor::forward(
                 envelope.clone(),
                 reported.clone(),
+                back.clone(),
                 rx,
                 up_tx.clone(),
             ));
@@ -264,7 +266,8 @@ impl Agent {
                 control::store::default_path(&self.cfg.buffer.path),
                 self.control_clock,
                 reported,
-            );
+            )
+            .with_devices_back(back);
             tasks.spawn(executor.run(ctl_rx, up_tx, cancel.clone()));
             session = session.with_control(ctl_tx);
             up_rx

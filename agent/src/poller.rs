@@ -12,7 +12,10 @@
 //! silent) and when a [`protocol::DeviceStatus`] must be announced.
 //!
 //! Writes arrive as [`WriteCommand`]s on the bus's queue ([`BusHandle`]; a
-//! [`Writer`] routes by device key to the right bus). A command that is
+//! [`Writer`] routes by device key to the right bus), and so do operations
+//! on a device's own weekly timer ([`TimerCommand`], see
+//! [`crate::devices::timer`]: write or read a clock table, hand an output
+//! to it, read or set the device's clock). A command that is
 //! waiting runs before the next poll, even one that is overdue: a person who
 //! changed a setpoint is waiting for the answer, a poll only for its next
 //! turn. Nothing is ever interrupted: a Modbus line carries one request at a
@@ -36,7 +39,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::{
     backoff::Backoff,
     config::DeviceConfig,
-    devices::{DeviceClient, ModbusResult, RawData, TransportError, execute, execute_write},
+    devices::{
+        DeviceClient, ModbusResult, RawData, TransportError, execute, execute_write,
+        timer::{TimerOp, TimerReply},
+    },
     registers::{
         Function, PlannedRead, Point, PointSpec, WritePlan, WritePlanError, WriteRequest,
         decode_bits, decode_registers, plan_reads, plan_write,
@@ -74,6 +80,26 @@ pub trait BusDriver: Send {
         let _ = (value, device);
         std::future::ready(Err(WriteError::Unsupported(format!(
             "the {} protocol has no writes (point `{}`)",
+            point.spec.protocol(),
+            point.key
+        ))))
+    }
+
+    /// Run `op` on the weekly timer the device keeps for `point` (a clock
+    /// table in the device's own memory, see [`crate::devices::timer`]).
+    /// Like [`BusDriver::write`], every change is read back. Protocols whose
+    /// devices have no timers keep this default, which refuses every op
+    /// with [`WriteError::Unsupported`]: the agent then runs schedules
+    /// itself.
+    fn timer(
+        &mut self,
+        device: &PolledDevice<Self::Plan>,
+        point: &Point,
+        op: TimerOp,
+    ) -> impl std::future::Future<Output = Result<TimerReply, WriteError>> + Send {
+        let _ = (device, op);
+        std::future::ready(Err(WriteError::Unsupported(format!(
+            "{} devices have no clock tables of their own (point `{}`)",
             point.spec.protocol(),
             point.key
         ))))
@@ -603,6 +629,42 @@ pub struct WriteCommand {
     pub reply: oneshot::Sender<Result<(), WriteError>>,
 }
 
+/// Run `op` on the device timer of `point` of `device`; the bus task answers
+/// on `reply`.
+#[derive(Debug)]
+pub struct TimerCommand {
+    /// Device key.
+    pub device: String,
+    /// Point key (an output with a timer; for the clock ops any point of the
+    /// device).
+    pub point: String,
+    /// What to do.
+    pub op: TimerOp,
+    /// Where the outcome goes. A dropped receiver does not cancel the op.
+    pub reply: oneshot::Sender<Result<TimerReply, WriteError>>,
+}
+
+/// What a bus's command queue carries.
+#[derive(Debug)]
+pub enum BusCommand {
+    /// Write a point's value.
+    Write(WriteCommand),
+    /// An operation on a device's own timer.
+    Timer(TimerCommand),
+}
+
+impl From<WriteCommand> for BusCommand {
+    fn from(c: WriteCommand) -> Self {
+        BusCommand::Write(c)
+    }
+}
+
+impl From<TimerCommand> for BusCommand {
+    fn from(c: TimerCommand) -> Self {
+        BusCommand::Timer(c)
+    }
+}
+
 /// Commands a bus queues before senders have to wait.
 pub const COMMAND_QUEUE: usize = 32;
 
@@ -610,12 +672,12 @@ pub const COMMAND_QUEUE: usize = 32;
 #[derive(Debug, Clone)]
 pub struct BusHandle {
     bus: String,
-    tx: mpsc::Sender<WriteCommand>,
+    tx: mpsc::Sender<BusCommand>,
 }
 
 impl BusHandle {
     /// A queue for bus `bus`: the handle, and the receiver [`run_bus`] takes.
-    pub fn new(bus: &str) -> (BusHandle, mpsc::Receiver<WriteCommand>) {
+    pub fn new(bus: &str) -> (BusHandle, mpsc::Receiver<BusCommand>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         (
             BusHandle {
@@ -632,11 +694,31 @@ impl BusHandle {
     }
 
     /// Queue `cmd`. Fails (and drops the command) when the bus task is gone.
-    pub async fn submit(&self, cmd: WriteCommand) -> Result<(), WriteError> {
+    pub async fn submit(&self, cmd: impl Into<BusCommand>) -> Result<(), WriteError> {
         self.tx
-            .send(cmd)
+            .send(cmd.into())
             .await
             .map_err(|_| WriteError::BusStopped(self.bus.clone()))
+    }
+
+    /// Queue a timer op and wait for its outcome.
+    pub async fn timer(
+        &self,
+        device: &str,
+        point: &str,
+        op: TimerOp,
+    ) -> Result<TimerReply, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(TimerCommand {
+            device: device.to_owned(),
+            point: point.to_owned(),
+            op,
+            reply,
+        })
+        .await?;
+        outcome
+            .await
+            .map_err(|_| WriteError::BusStopped(self.bus.clone()))?
     }
 
     /// Queue a write and wait for its outcome.
@@ -688,6 +770,23 @@ impl Writer {
             }),
         }
     }
+
+    /// Run `op` on the timer `device` keeps for `point` and wait for the
+    /// outcome.
+    pub async fn timer(
+        &self,
+        device: &str,
+        point: &str,
+        op: TimerOp,
+    ) -> Result<TimerReply, WriteError> {
+        match self.routes.get(device) {
+            Some(bus) => bus.timer(device, point, op).await,
+            None => Err(WriteError::UnknownPoint {
+                device: device.to_owned(),
+                point: point.to_owned(),
+            }),
+        }
+    }
 }
 
 /// Poll every device of one bus, and serve the write commands queued on
@@ -698,7 +797,7 @@ pub async fn run_bus<D: BusDriver>(
     mut driver: D,
     devices: Vec<DeviceConfig>,
     tx: mpsc::Sender<PollEvent>,
-    mut commands: mpsc::Receiver<WriteCommand>,
+    mut commands: mpsc::Receiver<BusCommand>,
     cancel: CancellationToken,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
@@ -755,9 +854,65 @@ pub async fn run_bus<D: BusDriver>(
     }
 }
 
+/// Run one command and answer it.
+async fn serve_command<D: BusDriver>(
+    bus: &str,
+    driver: &mut D,
+    devices: &[PolledDevice<D::Plan>],
+    cmd: BusCommand,
+) {
+    match cmd {
+        BusCommand::Write(cmd) => serve_write(bus, driver, devices, cmd).await,
+        BusCommand::Timer(cmd) => serve_timer(bus, driver, devices, cmd).await,
+    }
+}
+
+/// Run one timer op and answer it. The point must exist on the device; an
+/// op that changes something needs a point its profile marks writable.
+async fn serve_timer<D: BusDriver>(
+    bus: &str,
+    driver: &mut D,
+    devices: &[PolledDevice<D::Plan>],
+    cmd: TimerCommand,
+) {
+    let TimerCommand {
+        device,
+        point,
+        op,
+        reply,
+    } = cmd;
+    let changes = matches!(
+        op,
+        TimerOp::WriteTable(_) | TimerOp::FollowTable | TimerOp::SetClock(_)
+    );
+    let target = devices
+        .iter()
+        .find(|d| d.key == device)
+        .and_then(|d| d.point(&point).map(|p| (d, p)));
+    let what = format!("{op:?}");
+    let result = match target {
+        None => Err(WriteError::UnknownPoint {
+            device: device.clone(),
+            point: point.clone(),
+        }),
+        Some((_, p)) if changes && !p.writable => Err(WriteError::NotWritable(point.clone())),
+        Some((dev, p)) => {
+            let span =
+                info_span!("timer", %bus, device = %dev.key, unit_id = dev.unit_id, point = %p.key);
+            driver.timer(dev, p, op).instrument(span).await
+        }
+    };
+    match &result {
+        Ok(r) => debug!(%bus, %device, %point, op = %what, reply = ?r, "device timer op done"),
+        Err(WriteError::Unsupported(_)) => {}
+        Err(e) => warn!(%bus, %device, %point, op = %what, error = %e, "device timer op failed"),
+    }
+    let _ = reply.send(result);
+}
+
 /// Run one write command and answer it. The point must exist on the device
 /// and be writable in its profile; otherwise nothing is sent.
-async fn serve_command<D: BusDriver>(
+async fn serve_write<D: BusDriver>(
     bus: &str,
     driver: &mut D,
     devices: &[PolledDevice<D::Plan>],

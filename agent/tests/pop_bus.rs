@@ -94,9 +94,9 @@ async fn rooms_and_outputs_of_two_boards_are_read_while_the_keypad_talks() {
             assert_eq!(r.floor, Ok(m.floor.celsius()));
             assert_eq!(r.ceiling, Ok(m.ceiling.celsius()));
         }
-        let before = agent::sim::pop::clock_now();
+        let before = sim.board_clock(board).unwrap();
         let outputs = c.read_outputs(board).await.unwrap();
-        let after = agent::sim::pop::clock_now();
+        let after = sim.board_clock(board).unwrap();
         assert_eq!(outputs.count, 6);
         for n in 1..=6 {
             // The read may straddle a minute where a clock table switches.

@@ -15,6 +15,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_control;
+mod m0003_control_note;
 
 /// All migrations in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_control::Migration),
+            Box::new(m0003_control_note::Migration),
         ]
     }
 }

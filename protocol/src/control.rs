@@ -18,7 +18,8 @@
 //! - Schedules are executed by the agent (or by the device where it has clock
 //!   tables), in the site's time zone.
 //! - [`ControlState`] tells the server, per writable point, what is commanded,
-//!   why, and until when; sent on change and after every (re)connect.
+//!   why (a [`ControlSource`] and, optionally, a note in words), and until
+//!   when; sent on change and after every (re)connect.
 
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
@@ -266,4 +267,11 @@ pub struct ControlState {
     /// The active action's name when `source` is `action`.
     #[serde(default)]
     pub action: Option<String>,
+    /// Why, in the agent's words, beyond `source`: who switches the point
+    /// ("switched by the device's own clock table"), why the agent runs a
+    /// schedule itself, an exception day taken by hand, a clock table
+    /// changed at the device. Additive: absent from older agents, and not
+    /// sent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

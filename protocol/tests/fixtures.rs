@@ -206,6 +206,21 @@ fn command_result_and_control_state_match_their_fixtures() {
             source: ControlSource::Action,
             until: Some(datetime!(2026-11-21 09:40 UTC)),
             action: Some("boost_dhw".into()),
+            note: None,
+        }),
+    );
+    // The note is additive: sent only when there is one.
+    check_agent(
+        "control_state_note",
+        AgentToServer::ControlState(ControlState {
+            device: "pop1".into(),
+            point: "output_3".into(),
+            commanded: Some(1.0),
+            reported: Some(1.0),
+            source: ControlSource::Schedule,
+            until: None,
+            action: None,
+            note: Some("switched by the device's own clock table (3 of 8 entries)".into()),
         }),
     );
 }

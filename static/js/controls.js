@@ -4,11 +4,11 @@
 // Contract with the server (server/src/views/controls.rs, services/control.rs):
 //   root  #controls[data-live-url][data-lang][data-text-*]
 //   card  [data-control-key][data-kind=setpoint|output|action][data-decimals]
-//         .commanded .reported .why .until .last-command (.last-status .last-reason .last-meta)
+//         .commanded .reported .why .until .why-note .last-command (.last-status .last-reason .last-meta)
 //   action cards also [data-action][data-running=true|false][data-drives=dev/pt while running]
 //   messages (JSON text), besides the dashboard's snapshot/readings/agent_status:
 //     {"type":"control_state","control":"dev/pt","commanded":21.5,"reported":21.4,
-//      "source":"manual","until":"…Z","action":null}
+//      "source":"manual","until":"…Z","action":null,"note":"…"|null}
 //     {"type":"command","control":"dev/pt","command_id":"…","status":"applied",
 //      "reason":null,"before":21.0,"after":21.5,"at":"…Z"}
 // The root's data-events counts handled control messages (the browser test reads it).
@@ -112,6 +112,13 @@ function start(root) {
         card.dataset.state = typeof v === "number" ? (v >= 0.5 ? "on" : "off") : "unknown";
       }
       setWhy(card, msg.source || "none", msg.until);
+      // The agent's own words (who switches it: the device's clock table, ...).
+      const note = card.querySelector(".why-note");
+      if (note) {
+        const text = typeof msg.note === "string" ? msg.note : "";
+        setText(note, text);
+        note.hidden = text === "";
+      }
     }
     const drivenBy = msg.source === "action" && msg.action ? msg.action : null;
     if (drivenBy) {

@@ -147,6 +147,10 @@ async function main() {
   const reported = parseShown(await page.locator(`[data-control-key="${key}"] .reported`).textContent());
   const commanded = parseShown(await page.locator(`[data-control-key="${key}"] .commanded`).textContent());
   const why = (await page.locator(`[data-control-key="${key}"] .why`).textContent()).trim();
+  // The agent's note next to the why; the manual state's note arrives with the read-back.
+  const noteEl = page.locator(`[data-control-key="${key}"] .why-note`);
+  const note = ((await noteEl.textContent()) || "").trim();
+  const noteHidden = await noteEl.evaluate((el) => el.hidden);
   // The next "+" goes one step from the new value.
   const nextPlus = Number(
     await page.locator(`[data-control-key="${key}"] form.nudge-plus input[name="value"]`).getAttribute("value"),
@@ -170,6 +174,8 @@ async function main() {
       status_after_post: statusAfterPost,
       notice: notice.trim(),
       why,
+      note,
+      note_hidden: noteHidden,
       next_plus: nextPlus,
       events,
       resyncs: Number(await page.getAttribute("#controls", "data-resyncs")) || 0,

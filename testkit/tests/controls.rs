@@ -66,6 +66,9 @@ fn text(msg: &AgentToServer) -> anyhow::Result<Message> {
     Ok(Message::Text(msg.to_json()?.into()))
 }
 
+/// The agent's note with the manual state (the page shows it next to the why).
+const MANUAL_NOTE: &str = "by hand; at the end the device's own clock table takes over again";
+
 /// The fake site: says hello with its envelope, reports its setpoint, and
 /// answers each command. Before answering it waits until a new live feed of
 /// the site opened (the page the browser lands on after the form's
@@ -103,6 +106,14 @@ async fn fake_agent(
             until: (source == ControlSource::Manual)
                 .then(|| time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
             action: None,
+            note: Some(
+                if source == ControlSource::Manual {
+                    MANUAL_NOTE
+                } else {
+                    "run by the agent: the device has no clock table of its own for it"
+                }
+                .into(),
+            ),
         })
     };
     let lock = |r: &Mutex<f64>| *r.lock().unwrap_or_else(|p| p.into_inner());
@@ -223,6 +234,9 @@ async fn the_homeowner_raises_a_setpoint_on_the_controls_page_and_sees_the_read_
             .starts_with("Käsiohjaus"),
         "{report}"
     );
+    // The agent's own note came with the new state and replaced the old one.
+    assert_eq!(report["note"], MANUAL_NOTE, "{report}");
+    assert_eq!(report["note_hidden"], false, "{report}");
 
     // The fake device holds the new value, and the server recorded it all.
     assert_eq!(*register.lock().unwrap_or_else(|p| p.into_inner()), 21.1);

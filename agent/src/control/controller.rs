@@ -46,6 +46,13 @@
 //! - **Local changes**: the agent writes when the wanted value changes, not
 //!   continuously; a value changed at the device's own panel stays until the
 //!   next change of the wanted value.
+//! - **Device tables**: a schedule placed in a device's own clock table
+//!   ([`super::device_table`], [`Placement::Device`]) is not written edge by
+//!   edge: while it governs the point, [`Wanted::follow_table`] is set and
+//!   the only write is handing the output back to its table (after an
+//!   override, an action, an exception day), once; the device switches by
+//!   itself. Until the table is in the device (or when it cannot run it) the
+//!   agent switches the point itself, as for any schedule.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -56,6 +63,7 @@ use tracing::warn;
 
 use super::{
     Envelope, PointKey, Schedule, Writable,
+    device_table::{self, Placement},
     store::{Snapshot, StoredAction, StoredPoint},
 };
 
@@ -92,6 +100,10 @@ pub struct Wanted {
     pub until: Option<OffsetDateTime>,
     /// The action that sets it.
     pub action: Option<String>,
+    /// The schedule governs the point and runs in the device's own clock
+    /// table: the device switches it (`value` is what the table gives now);
+    /// the agent only hands the output back to the table.
+    pub follow_table: bool,
 }
 
 /// A write the executor should perform.
@@ -103,6 +115,9 @@ pub struct Write {
     pub value: f64,
     /// Why.
     pub source: ControlSource,
+    /// Not a value: hand the output back to its device clock table (which
+    /// gives `value` now). Done with [`Controller::record_handback`].
+    pub follow_table: bool,
 }
 
 /// A manual override.
@@ -146,6 +161,8 @@ struct PointCtl {
     writes: VecDeque<OffsetDateTime>,
     /// Commanded changes (time, magnitude) in the rate window.
     changes: VecDeque<(OffsetDateTime, f64)>,
+    /// Where the schedule runs (meaningful with a schedule).
+    placement: Placement,
 }
 
 impl PointCtl {
@@ -520,7 +537,13 @@ impl Controller {
                 ));
             }
         }
-        self.points.entry(key.clone()).or_default().schedule = Some(s);
+        let ctl = self.points.entry(key.clone()).or_default();
+        ctl.schedule = Some(s);
+        // Placed anew (in the device or not) by the executor's keeper; a
+        // schedule sent again also rewrites a table changed at the device.
+        ctl.placement = Placement::Undecided {
+            old_table: ctl.placement.holds_table(),
+        };
         Ok(Decision::Accepted {
             note: None,
             points: vec![key.clone()],
@@ -537,6 +560,7 @@ impl Controller {
             source: ControlSource::Device,
             until: None,
             action: None,
+            follow_table: false,
         };
         let (Some(w), Some(ctl)) = (self.envelope.writable(key), self.points.get(key)) else {
             return none;
@@ -561,6 +585,7 @@ impl Controller {
                 source: ControlSource::Action,
                 until: Some(run.until),
                 action: Some(name.to_owned()),
+                follow_table: false,
             };
         }
         if let Some(m) = ctl.manual.as_ref().filter(|m| m.until > now) {
@@ -570,15 +595,25 @@ impl Controller {
                 source,
                 until: Some(m.until),
                 action: None,
+                follow_table: false,
             };
         }
         if let Some(s) = &ctl.schedule {
             let (v, source) = clamped(s.value_at(now), ControlSource::Schedule);
+            // A table changed at the device is left alone on every date; a
+            // table of ours leaves the dates it cannot run to the agent.
+            let follow_table = match &ctl.placement {
+                Placement::Device(t) if t.runs() => {
+                    t.changed_at_device.is_some() || s.by_hand(now).is_none()
+                }
+                _ => false,
+            };
             return Wanted {
                 value: Some(v),
                 source,
                 until: None,
                 action: None,
+                follow_table,
             };
         }
         if let Some(v) = w.value_when_idle.or(ctl.resting) {
@@ -603,9 +638,17 @@ impl Controller {
             .points
             .values()
             .filter_map(|c| c.schedule.as_ref().and_then(|s| s.next_edge_after(now)));
+        // A schedule in a device's table: dates by hand begin and end at midnight.
+        let midnights = self.points.values().filter_map(|c| {
+            c.placement
+                .device()
+                .and(c.schedule.as_ref())
+                .and_then(|s| s.next_midnight_after(now))
+        });
         actions
             .chain(overrides)
             .chain(edges)
+            .chain(midnights)
             .filter(|t| *t > now)
             .min()
     }
@@ -648,6 +691,16 @@ impl Controller {
             .filter_map(|(key, ctl)| {
                 let w = self.wanted(key, now);
                 let value = w.value?;
+                if w.follow_table {
+                    // The device switches it; hand it back once.
+                    let following = ctl.placement.device().is_some_and(|t| t.following);
+                    return (!following).then(|| Write {
+                        key: key.clone(),
+                        value,
+                        source: w.source,
+                        follow_table: true,
+                    });
+                }
                 if ctl.applied.is_some_and(|a| same(a, value)) {
                     return None;
                 }
@@ -655,6 +708,7 @@ impl Controller {
                     key: key.clone(),
                     value,
                     source: w.source,
+                    follow_table: false,
                 })
             })
             .collect()
@@ -667,6 +721,10 @@ impl Controller {
         if let Some(ctl) = self.points.get_mut(key) {
             ctl.applied = Some(value);
             ctl.writes.push_back(now);
+            // Set by hand: it no longer follows a device table.
+            if let Placement::Device(t) = &mut ctl.placement {
+                t.following = false;
+            }
             // The resting value is back on the device: the point is free again.
             if wanted.source == ControlSource::Device
                 && wanted.value.is_some_and(|v| same(v, value))
@@ -675,6 +733,46 @@ impl Controller {
                 ctl.resting = None;
             }
         }
+    }
+
+    /// Record that `key` was handed back to its device clock table at `now`
+    /// (it counts against the daily budget like a write). The device
+    /// switches it from now on; the agent writes it again only when someone
+    /// takes it by hand.
+    pub fn record_handback(&mut self, key: &PointKey, now: OffsetDateTime) {
+        if let Some(ctl) = self.points.get_mut(key) {
+            ctl.applied = None;
+            ctl.writes.push_back(now);
+            if let Placement::Device(t) = &mut ctl.placement {
+                t.following = true;
+            }
+        }
+    }
+
+    /// The points that follow a schedule.
+    pub fn scheduled_points(&self) -> Vec<PointKey> {
+        self.points
+            .iter()
+            .filter(|(_, c)| c.schedule.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Where the schedule of `key` runs (`None` without a schedule).
+    pub fn placement(&self, key: &PointKey) -> Option<&Placement> {
+        self.points
+            .get(key)
+            .filter(|c| c.schedule.is_some())
+            .map(|c| &c.placement)
+    }
+
+    /// The same, to change (the executor's keeper places schedules and
+    /// records what it finds in the devices).
+    pub fn placement_mut(&mut self, key: &PointKey) -> Option<&mut Placement> {
+        self.points
+            .get_mut(key)
+            .filter(|c| c.schedule.is_some())
+            .map(|c| &mut c.placement)
     }
 
     /// Record a write of `key` at `now` that failed after it may have reached
@@ -719,14 +817,29 @@ impl Controller {
             .iter()
             .map(|(key, ctl)| {
                 let w = self.wanted(key, now);
+                let note = ctl
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| device_table::note(&ctl.placement, s, &w, now));
+                // A table changed at the device: the agent claims nothing.
+                let disowned = w.follow_table
+                    && ctl
+                        .placement
+                        .device()
+                        .is_some_and(|t| t.changed_at_device.is_some());
                 ControlState {
                     device: key.device.clone(),
                     point: key.point.clone(),
-                    commanded: w.value,
+                    commanded: if disowned { None } else { w.value },
                     reported: ctl.reported,
-                    source: w.source,
+                    source: if disowned {
+                        ControlSource::Device
+                    } else {
+                        w.source
+                    },
                     until: w.until,
                     action: w.action,
+                    note,
                 }
             })
             .collect()
@@ -743,6 +856,7 @@ impl Controller {
                     device: key.device.clone(),
                     point: key.point.clone(),
                     schedule: ctl.schedule.as_ref().map(|s| s.wire().clone()),
+                    placement: ctl.schedule.as_ref().map(|_| ctl.placement.clone()),
                     manual: ctl.manual.clone(),
                     applied: ctl.applied,
                     resting: ctl.resting,
@@ -783,7 +897,19 @@ impl Controller {
             };
             if let Some(s) = sp.schedule {
                 match Schedule::validate(&s, &w) {
-                    Ok(s) if w.schedulable => pc.schedule = Some(s),
+                    Ok(s) if w.schedulable => {
+                        pc.schedule = Some(s);
+                        // A damaged entry: place the schedule again (the
+                        // device may hold what was written before).
+                        pc.placement = match sp.placement {
+                            Some(Placement::Device(t))
+                                if !t.entries.iter().all(|e| e.is_valid()) =>
+                            {
+                                Placement::Undecided { old_table: true }
+                            }
+                            other => other.unwrap_or_default(),
+                        };
+                    }
                     Ok(_) => {
                         warn!(point = %key, "stored schedule dropped: the point is no longer schedulable")
                     }
@@ -1089,7 +1215,8 @@ mod tests {
         assert!(writes.contains(&Write {
             key: dhw(),
             value: 55.0,
-            source: ControlSource::Action
+            source: ControlSource::Action,
+            follow_table: false,
         }));
         // At the end (no server needed) the value from before comes back.
         assert_eq!(c.wanted(&dhw(), end).value, Some(45.0));
@@ -1170,7 +1297,8 @@ mod tests {
         assert!(writes.contains(&Write {
             key: dhw(),
             value: 47.0,
-            source: ControlSource::Device
+            source: ControlSource::Device,
+            follow_table: false,
         }));
         // Put back: the agent leaves the point alone from now on.
         assert_eq!(c.wanted(&dhw(), end).value, None);
@@ -1294,6 +1422,64 @@ mod tests {
             rejected(c.decide(&bad, T0));
         }
         assert_eq!(c.snapshot(), before);
+    }
+
+    #[test]
+    fn a_schedule_in_a_device_table_is_handed_back_once_not_written_edge_by_edge() {
+        use crate::devices::timer::TimerEntry;
+        let mut c = ctl();
+        accepted(c.decide(&schedule_cmd(&car(), mornings()), T0));
+        assert!(matches!(
+            c.placement(&car()),
+            Some(Placement::Undecided { old_table: false })
+        ));
+        // Until the table is in the device the agent switches it itself.
+        let mut t = device_table::DeviceTable::new(
+            vec![TimerEntry {
+                days: 0x7F,
+                on: 360,
+                off: 480,
+            }],
+            8,
+            "Europe/Helsinki",
+        );
+        *c.placement_mut(&car()).unwrap() = Placement::Device(t.clone());
+        let w = c.due_writes(T0);
+        assert_eq!((w.len(), w[0].follow_table, w[0].value), (1, false, 0.0));
+        // Written: one hand-back, then nothing at any edge.
+        t.written = true;
+        *c.placement_mut(&car()).unwrap() = Placement::Device(t);
+        let w = c.due_writes(T0);
+        assert_eq!((w.len(), w[0].follow_table), (1, true));
+        c.record_handback(&car(), T0);
+        let six = datetime!(2026-01-16 04:00 UTC);
+        assert!(c.due_writes(six).is_empty());
+        assert!(c.due_writes(six + time::Duration::hours(2)).is_empty());
+        let s = &c.control_states(six)[0];
+        assert_eq!(
+            (s.commanded, s.source),
+            (Some(1.0), ControlSource::Schedule)
+        );
+        assert!(
+            s.note
+                .as_deref()
+                .unwrap()
+                .starts_with("switched by the device's own clock table")
+        );
+        // An override is written by hand; its end hands the output back again.
+        accepted(c.decide(&set(&car(), 1.0, Some(T0 + time::Duration::minutes(5))), T0));
+        let w = c.due_writes(T0);
+        assert_eq!((w[0].follow_table, w[0].value), (false, 1.0));
+        c.record_write(&car(), 1.0, T0);
+        let end = T0 + time::Duration::minutes(5);
+        let w = c.due_writes(end);
+        assert_eq!((w.len(), w[0].follow_table), (1, true));
+        // A new schedule is placed anew; the table of ours may still be there.
+        accepted(c.decide(&schedule_cmd(&car(), mornings()), T0));
+        assert!(matches!(
+            c.placement(&car()),
+            Some(Placement::Undecided { old_table: true })
+        ));
     }
 
     #[test]

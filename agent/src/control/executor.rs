@@ -17,6 +17,12 @@
 //! Controls page shows it at once; the unchanged values every poll repeats
 //! wake nothing. The state is saved ([`store`]) after every change.
 //!
+//! Schedules that run in a device's own clock table are the
+//! [`Keeper`]'s to place, write and watch (with the device's clock); it runs
+//! before the writes of every round. Such a schedule's edges are not
+//! written: the executor only hands the output back to its table when an
+//! override, an action or a date the table cannot run ends.
+//!
 //! A write that failed in transit (timeout, no read-back) is retried after
 //! [`RETRY_AFTER`] while the wanted value stays the same and the point's
 //! daily write cap has room. A write the device refused (a Modbus exception,
@@ -45,8 +51,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Controller, Decision, Envelope, PointKey, store};
-use crate::poller::{PollEvent, WriteError, Writer};
+use super::{
+    Controller, Decision, Envelope, PointKey,
+    device_keeper::{DevicesBack, Keeper},
+    store,
+};
+use crate::{
+    devices::timer::TimerOp,
+    poller::{PollEvent, WriteError, Writer},
+};
 
 /// Wait before writing again a value whose write failed.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -150,18 +163,27 @@ impl Reported {
 }
 
 /// Pass the pollers' events on to the uplink (`out`), noting the values of
-/// the envelope's points in `reported`. Runs until `events` closes or `out`
-/// is gone. Kept apart from the executor so a slow write never holds up
-/// readings.
+/// the envelope's points in `reported` and the devices that answer again
+/// after being offline in `back` (their clock tables and clocks are looked
+/// at). Runs until `events` closes or `out` is gone. Kept apart from the
+/// executor so a slow write never holds up readings.
 pub async fn forward(
     envelope: Envelope,
     reported: Reported,
+    back: DevicesBack,
     mut events: mpsc::Receiver<PollEvent>,
     out: mpsc::Sender<PollEvent>,
 ) {
     while let Some(ev) = events.recv().await {
         if let PollEvent::Readings(readings) = &ev {
             note_reported(&envelope, &reported, readings);
+        }
+        if let PollEvent::Status(s) = &ev
+            && s.online
+            && s.consecutive_failures == 0
+            && let Ok(mut b) = back.lock()
+        {
+            b.insert(s.device.clone());
         }
         if out.send(ev).await.is_err() {
             return;
@@ -198,6 +220,8 @@ fn note_reported(envelope: &Envelope, reported: &Reported, readings: &[Reading])
 #[derive(Debug, Clone)]
 struct Failure {
     value: f64,
+    /// It was a hand-back to the device's clock table.
+    follow_table: bool,
     retry_at: Option<OffsetDateTime>,
 }
 
@@ -215,6 +239,8 @@ pub struct Executor {
     saved: Option<store::Snapshot>,
     /// The latest results, oldest first, at most [`REMEMBERED_RESULTS`].
     answered: std::collections::VecDeque<CommandResult>,
+    /// Schedules in devices' own clock tables.
+    keeper: Keeper,
 }
 
 impl std::fmt::Debug for Executor {
@@ -247,7 +273,15 @@ impl Executor {
             failures: BTreeMap::new(),
             saved: None,
             answered: std::collections::VecDeque::new(),
+            keeper: Keeper::new(clock),
         }
+    }
+
+    /// Look at device clock tables and clocks of the devices in `back`
+    /// (filled by [`forward`]) when they answer again after being offline.
+    pub fn with_devices_back(mut self, back: DevicesBack) -> Self {
+        self.keeper = self.keeper.with_devices_back(back);
+        self
     }
 
     /// Run until `cancel` fires: serve `inputs`, apply deadlines, send
@@ -292,10 +326,14 @@ impl Executor {
     /// [`MAX_SLEEP`].
     fn sleep_for(&self, now: OffsetDateTime) -> Duration {
         let retry = self.failures.values().filter_map(|f| f.retry_at).min();
-        let next = [self.ctl.next_deadline(now), retry]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.ctl.next_deadline(now),
+            retry,
+            self.keeper.next_due(&self.ctl),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(t) if t <= now => Duration::ZERO,
             Some(t) => self.clock.real(t - now).min(MAX_SLEEP),
@@ -339,6 +377,7 @@ impl Executor {
         for ended in self.ctl.expire(now) {
             info!("{ended}; reverting");
         }
+        self.keeper.keep(&mut self.ctl, &self.writer, now).await;
         self.apply_due(now).await;
         self.save();
         self.send_states(out).await;
@@ -350,18 +389,35 @@ impl Executor {
         now: OffsetDateTime,
     ) -> BTreeMap<PointKey, Result<f64, WriteError>> {
         let mut outcomes = BTreeMap::new();
-        for w in self.ctl.due_writes(now) {
+        let due = self.ctl.due_writes(now);
+        // A failure matters while its point still has a write due: kept
+        // longer, its past retry time would wake the executor at once,
+        // forever (a point whose table took over, an override gone).
+        self.failures.retain(|k, _| due.iter().any(|w| &w.key == k));
+        for w in due {
             if let Some(f) = self.failures.get(&w.key)
                 && f.value == w.value
+                && f.follow_table == w.follow_table
                 && f.retry_at.is_none_or(|t| now < t)
             {
                 continue;
             }
-            let result = self
-                .writer
-                .write(&w.key.device, &w.key.point, w.value)
-                .await;
+            let result = if w.follow_table {
+                self.writer
+                    .timer(&w.key.device, &w.key.point, TimerOp::FollowTable)
+                    .await
+                    .map(drop)
+            } else {
+                self.writer
+                    .write(&w.key.device, &w.key.point, w.value)
+                    .await
+            };
             match &result {
+                Ok(()) if w.follow_table => {
+                    info!(point = %w.key, "handed back to the device's own clock table");
+                    self.ctl.record_handback(&w.key, now);
+                    self.failures.remove(&w.key);
+                }
                 Ok(()) => {
                     info!(point = %w.key, value = w.value, source = ?w.source, "written and read back");
                     self.ctl.record_write(&w.key, w.value, now);
@@ -401,6 +457,7 @@ impl Executor {
                         w.key.clone(),
                         Failure {
                             value: w.value,
+                            follow_table: w.follow_table,
                             retry_at,
                         },
                     );
@@ -436,10 +493,19 @@ impl Executor {
                 for p in &points {
                     self.failures.remove(p);
                 }
+                let kept = self.keeper.keep(&mut self.ctl, &self.writer, now).await;
                 let outcomes = self.apply_due(now).await;
                 self.save();
                 let mut failed = Vec::new();
                 let mut after = None;
+                let mut placed = Vec::new();
+                for p in &points {
+                    match kept.get(p) {
+                        Some(Ok(what)) => placed.push(what.clone()),
+                        Some(Err(why)) => failed.push(format!("`{p}`: {why}")),
+                        None => {}
+                    }
+                }
                 for p in &points {
                     match outcomes.get(p) {
                         Some(Ok(v)) => after = after.or(Some(*v)),
@@ -452,7 +518,7 @@ impl Executor {
                         None => after = after.or_else(|| self.reported_of(p)),
                     }
                 }
-                let mut reasons: Vec<String> = note.into_iter().collect();
+                let mut reasons: Vec<String> = note.into_iter().chain(placed).collect();
                 if failed.is_empty() {
                     info!(id = %cmd.id, by = %cmd.issued_by, request = ?cmd.request, "command applied");
                     let reason = (!reasons.is_empty()).then(|| reasons.join("; "));
@@ -537,7 +603,10 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::{control::envelope::tests::envelope, poller::BusHandle};
+    use crate::{
+        control::envelope::tests::envelope,
+        poller::{BusCommand, BusHandle},
+    };
 
     const T0: OffsetDateTime = datetime!(2026-01-15 10:00 UTC);
 
@@ -554,6 +623,16 @@ mod tests {
         let mut script: VecDeque<_> = script.into();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
+                let cmd = match cmd {
+                    BusCommand::Write(cmd) => cmd,
+                    // The scripted devices have no clock tables.
+                    BusCommand::Timer(t) => {
+                        let _ = t
+                            .reply
+                            .send(Err(WriteError::Unsupported("no timers".into())));
+                        continue;
+                    }
+                };
                 seen.lock().unwrap().push((cmd.point.clone(), cmd.value));
                 let _ = cmd.reply.send(script.pop_front().unwrap_or(Ok(())));
             }
@@ -583,6 +662,7 @@ mod tests {
         tokio::spawn(forward(
             envelope(),
             reported.clone(),
+            DevicesBack::default(),
             events_rx,
             out_tx.clone(),
         ));

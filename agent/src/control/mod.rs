@@ -24,6 +24,13 @@
 //! - [`store`]: schedules, overrides, running actions and write budgets
 //!   survive a restart in a small JSON file written atomically; a missing or
 //!   corrupt file starts empty with a loud log line, never a crash.
+//! - [`device_table`]: where a schedule runs: in a device's own clock table
+//!   (POP boards) when it fits, else at the agent; packing a schedule into
+//!   table entries; the note that says so. Pure.
+//! - [`device_keeper`]: the I/O of it, through protocol-neutral timer ops on
+//!   the bus queues: writes tables (only differing slots), looks at them
+//!   again (a keypad change is reported, never fought), keeps the devices'
+//!   clocks on the schedule's local time, also right after DST changes.
 //! - [`executor`]: the task that runs it: commands from the uplink in,
 //!   writes to the devices' bus queues (read back), results and control
 //!   states out, and deadlines kept on the agent's own clock.
@@ -40,6 +47,8 @@
 //! ```
 
 pub mod controller;
+pub mod device_keeper;
+pub mod device_table;
 pub mod envelope;
 pub mod executor;
 pub mod schedule;

@@ -25,6 +25,22 @@
 //! The time zone comes from jiff's database: the system tzdb
 //! (`/usr/share/zoneinfo`), or the copy bundled into the binary when the
 //! system has none.
+//!
+//! # Dates a device's weekly table cannot run
+//!
+//! A schedule may run in a device's own weekly clock table
+//! ([`super::device_table`]). Such a table repeats every week on the device's
+//! wall clock, so some dates need the agent: [`Schedule::by_hand`] names
+//! them, and the agent switches the point itself for that local date.
+//!
+//! - An **exception day** replaces the date's periods.
+//! - The **fall-back night**, when a period starts or ends strictly inside
+//!   the repeated hour (Helsinki: 03:00–04:00 on the last Sunday of
+//!   October): a table reads the wall clock, so it would run such an edge
+//!   twice, where the rule above runs it once. At spring forward a table
+//!   agrees with the rule (an edge in the skipped hour happens when the clock
+//!   is set forward), provided the device's clock is set at the jump
+//!   ([`Schedule::next_transition_after`]).
 
 use jiff::{
     Timestamp,
@@ -46,6 +62,16 @@ pub const MINUTES_PER_DAY: u16 = 1440;
 /// exception day can skip a weekly period); with no edge in
 /// that window it returns the window's end so the caller looks again then.
 pub const LOOKAHEAD_DAYS: i64 = 15;
+
+/// A local date the agent switches by hand although the schedule runs in a
+/// device's table (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandDay {
+    /// Why, for people: `exception day (holiday)`, `daylight-saving night`.
+    pub why: String,
+    /// The end of the date: the next local midnight.
+    pub until: OffsetDateTime,
+}
 
 /// A validated schedule, with its zone resolved and periods sorted.
 #[derive(Debug, Clone)]
@@ -146,6 +172,95 @@ impl Schedule {
     /// The schedule as it is on the wire (values snapped, periods sorted).
     pub fn wire(&self) -> &WeeklySchedule {
         &self.wire
+    }
+
+    /// The IANA name of its time zone.
+    pub fn zone_name(&self) -> &str {
+        &self.wire.time_zone
+    }
+
+    /// The local civil time at `now` in the schedule's zone (what a device's
+    /// clock running this schedule should read).
+    pub fn local_time(&self, now: OffsetDateTime) -> Option<time::PrimitiveDateTime> {
+        local_time(&self.tz, now)
+    }
+
+    /// The date of `now` when a device's weekly table cannot run it and the
+    /// agent must switch the point itself (an exception day, the fall-back
+    /// night with an edge in the repeated hour), with the date's end.
+    pub fn by_hand(&self, now: OffsetDateTime) -> Option<HandDay> {
+        let ts = to_jiff(now)?;
+        let date = ts.to_zoned(self.tz.clone()).date();
+        let until = date
+            .tomorrow()
+            .ok()
+            .and_then(|d| first_instant(&self.tz, d.at(0, 0, 0, 0)))
+            .and_then(from_jiff)?;
+        if let Some(i) = self.exceptions.iter().position(|(d, _)| *d == date) {
+            let label = self.wire.exceptions.get(i).map_or("", |e| e.label.trim());
+            let why = if label.is_empty() {
+                "exception day".to_owned()
+            } else {
+                format!("exception day ({label})")
+            };
+            return Some(HandDay { why, until });
+        }
+        let (w0, w1) = self.fold_window(date)?;
+        let inside = |m: u16| w0 < m && m < w1;
+        self.periods_of(date)
+            .iter()
+            .any(|p| inside(p.start_min) || inside(p.end_min))
+            .then(|| HandDay {
+                why: format!(
+                    "daylight-saving night (the clock repeats {}–{})",
+                    hhmm(w0),
+                    hhmm(w1)
+                ),
+                until,
+            })
+    }
+
+    /// The repeated wall-clock minutes of `date` when its zone falls back
+    /// that day: `(start, end)`, e.g. 03:00–04:00.
+    fn fold_window(&self, date: Date) -> Option<(u16, u16)> {
+        let start = first_instant(&self.tz, date.at(0, 0, 0, 0))?;
+        let end = first_instant(&self.tz, date.tomorrow().ok()?.at(0, 0, 0, 0))?;
+        let t = self.tz.following(start).next()?;
+        let at = t.timestamp();
+        if at >= end {
+            return None;
+        }
+        let before = self
+            .tz
+            .to_offset(at.checked_sub(jiff::SignedDuration::from_secs(1)).ok()?);
+        let after = t.offset();
+        if after >= before {
+            return None;
+        }
+        let minute = |dt: DateTime| {
+            u16::try_from(i32::from(dt.hour()) * 60 + i32::from(dt.minute())).unwrap_or(0)
+        };
+        let w0 = minute(after.to_datetime(at));
+        let w1 = match before.to_datetime(at) {
+            // The clock reached midnight of the next date before falling back.
+            dt if dt.date() != date => MINUTES_PER_DAY,
+            dt => minute(dt),
+        };
+        Some((w0, w1))
+    }
+
+    /// The first local midnight after `now`.
+    pub fn next_midnight_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let ts = to_jiff(now)?;
+        let tomorrow = ts.to_zoned(self.tz.clone()).date().tomorrow().ok()?;
+        from_jiff(first_instant(&self.tz, tomorrow.at(0, 0, 0, 0))?)
+    }
+
+    /// The zone's next change of UTC offset after `now` (daylight saving),
+    /// if it has one.
+    pub fn next_transition_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let ts = to_jiff(now)?;
+        from_jiff(self.tz.following(ts).next()?.timestamp())
     }
 
     /// The most writes one calendar day of this schedule can cause: two per
@@ -302,6 +417,22 @@ fn first_instant(tz: &TimeZone, dt: DateTime) -> Option<Timestamp> {
             tz.following(early).next().map(|t| t.timestamp())
         }
     }
+}
+
+/// The local civil time of `tz` at `now`.
+pub(crate) fn local_time(tz: &TimeZone, now: OffsetDateTime) -> Option<time::PrimitiveDateTime> {
+    let dt = tz.to_datetime(to_jiff(now)?);
+    let month = time::Month::try_from(u8::try_from(dt.month()).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::from(dt.year()), month, u8::try_from(dt.day()).ok()?)
+            .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(dt.hour()).ok()?,
+        u8::try_from(dt.minute()).ok()?,
+        u8::try_from(dt.second()).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, t))
 }
 
 /// `time` → jiff, `None` out of jiff's range.
@@ -576,6 +707,71 @@ mod tests {
         assert!(refused(&s).contains("twice"));
         s.exceptions = vec![day; MAX_EXCEPTION_DAYS + 1];
         assert!(refused(&s).contains("at most 64"));
+    }
+
+    #[test]
+    fn exception_days_and_the_fall_back_night_with_an_edge_in_the_repeat_are_by_hand() {
+        let mut w = every_day(vec![p(6 * 60, 8 * 60)]);
+        w.exceptions = vec![ExceptionDay {
+            date: date!(2026 - 12 - 24),
+            label: "holiday".into(),
+            periods: vec![],
+        }];
+        let s = valid(&w);
+        // 2026-12-24 00:00 EET = 12-23 22:00 UTC; the date ends 12-24 22:00 UTC.
+        assert_eq!(s.by_hand(datetime!(2026-12-23 21:59 UTC)), None);
+        let h = s.by_hand(datetime!(2026-12-23 22:00 UTC)).unwrap();
+        assert_eq!(h.why, "exception day (holiday)");
+        assert_eq!(h.until, datetime!(2026-12-24 22:00 UTC));
+        assert_eq!(s.by_hand(datetime!(2026-12-24 22:00 UTC)), None);
+        // 06:00–08:00 has no edge in 03:00–04:00: the fall-back night is the
+        // table's like any other.
+        assert_eq!(s.by_hand(datetime!(2026-10-25 00:30 UTC)), None);
+        // 03:30–03:45 would run twice on a wall clock: that night is by hand.
+        let s = valid(&every_day(vec![p(210, 225)]));
+        let h = s.by_hand(datetime!(2026-10-25 00:30 UTC)).unwrap();
+        assert_eq!(
+            h.why,
+            "daylight-saving night (the clock repeats 03:00–04:00)"
+        );
+        // The date ends at midnight EET = 22:00 UTC.
+        assert_eq!(h.until, datetime!(2026-10-25 22:00 UTC));
+        assert_eq!(s.by_hand(datetime!(2026-10-24 12:00 UTC)), None);
+        // An edge on the window's boundary runs once either way.
+        let s = valid(&every_day(vec![p(120, 180), p(240, 300)]));
+        assert_eq!(s.by_hand(datetime!(2026-10-25 00:30 UTC)), None);
+        // Spring forward needs nothing: the edge happens at the jump.
+        let s = valid(&every_day(vec![p(210, 225)]));
+        assert_eq!(s.by_hand(datetime!(2026-03-29 00:30 UTC)), None);
+    }
+
+    #[test]
+    fn local_time_midnights_and_transitions_are_in_the_schedules_zone() {
+        let s = valid(&every_day(vec![]));
+        assert_eq!(
+            s.local_time(datetime!(2026-03-29 00:59:59 UTC)),
+            Some(time::macros::datetime!(2026-03-29 02:59:59))
+        );
+        assert_eq!(
+            s.local_time(datetime!(2026-03-29 01:00 UTC)),
+            Some(time::macros::datetime!(2026-03-29 04:00))
+        );
+        assert_eq!(
+            s.next_transition_after(datetime!(2026-01-15 12:00 UTC)),
+            Some(datetime!(2026-03-29 01:00 UTC))
+        );
+        assert_eq!(
+            s.next_transition_after(datetime!(2026-03-29 01:00 UTC)),
+            Some(datetime!(2026-10-25 01:00 UTC))
+        );
+        assert_eq!(
+            s.next_midnight_after(datetime!(2026-01-15 12:00 UTC)),
+            Some(datetime!(2026-01-15 22:00 UTC))
+        );
+        assert_eq!(
+            s.next_midnight_after(datetime!(2026-07-15 21:00 UTC)),
+            Some(datetime!(2026-07-16 21:00 UTC))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Control state that survives a restart: schedules, manual overrides, running
-//! actions, the last value written per point and the write/change history the
-//! budgets count.
+//! Control state that survives a restart: schedules (and where they run: the
+//! agent, or a device's clock table with what was written there), manual
+//! overrides, running actions, the last value written per point and the
+//! write/change history the budgets count.
 //!
 //! The agent may restart while the internet is down, so it cannot ask the
 //! server again: it keeps the state in a small JSON file next to its buffer
@@ -21,7 +22,10 @@ use protocol::WeeklySchedule;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use super::controller::{Override, RunningAction};
+use super::{
+    controller::{Override, RunningAction},
+    device_table::Placement,
+};
 
 /// Everything that survives a restart (the file's content).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,6 +55,10 @@ pub struct StoredPoint {
     /// Its weekly schedule.
     #[serde(default)]
     pub schedule: Option<WeeklySchedule>,
+    /// Where the schedule runs and, when in a device's clock table, what
+    /// the agent put there (so a restart knows what is in which device).
+    #[serde(default)]
+    pub placement: Option<Placement>,
     /// Its manual override.
     #[serde(default)]
     pub manual: Option<Override>,
@@ -244,6 +252,40 @@ mod tests {
         assert_eq!(
             back.writes_in_last_day(&PointKey::new("heatpump", "dhw_setpoint"), later),
             1
+        );
+    }
+
+    #[test]
+    fn what_was_put_into_a_device_table_survives_a_restart() {
+        use crate::{
+            control::device_table::{DeviceTable, Placement},
+            devices::timer::TimerEntry,
+        };
+        let car = PointKey::new("heatpump", "car_heater");
+        let mut c = busy_controller();
+        let mut t = DeviceTable::new(
+            vec![TimerEntry {
+                days: 0x7F,
+                on: 360,
+                off: 480,
+            }],
+            8,
+            "Europe/Helsinki",
+        );
+        t.written = true;
+        t.following = true;
+        *c.placement_mut(&car).unwrap() = Placement::Device(t.clone());
+        let json = serde_json::to_vec(&c.snapshot()).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"runs\":\"device\""), "{text}");
+        let back = Controller::restore(envelope(), parse(&json).unwrap(), T0);
+        assert_eq!(back.placement(&car), Some(&Placement::Device(t)));
+        // A damaged entry: placed again, the device maybe holding a table of ours.
+        let damaged = text.replace("\"off\":480", "\"off\":5000");
+        let back = Controller::restore(envelope(), parse(damaged.as_bytes()).unwrap(), T0);
+        assert_eq!(
+            back.placement(&car),
+            Some(&Placement::Undecided { old_table: true })
         );
     }
 

@@ -24,6 +24,7 @@ pub mod ouman;
 pub mod pop;
 pub mod reconnect;
 pub mod slave;
+pub mod timer;
 
 use std::{fmt, future::Future, time::Duration};
 

@@ -18,8 +18,14 @@
 //! traffic, so a polite client always finds a gap.
 //!
 //! **Boards** ([`Board`]): rooms whose temperatures drift toward the higher
-//! of their two setpoints, outputs that follow clock tables (UTC) or are set
-//! by hand, alarm inputs. A board that is switched off ([`PopBusSim::set_powered`])
+//! of their two setpoints, outputs that follow clock tables or are set by
+//! hand, alarm inputs. Each board keeps its own clock, local civil time as
+//! a real board's clock chip: the simulation's world clock
+//! ([`PopSimOptions::clock`], the system's or a test's controllable
+//! [`Clock`]) plus the board's offset. Boards start on the local time of
+//! [`PopSimOptions::time_zone`] and stay on that offset (a board knows
+//! nothing of daylight saving) until someone sets the clock (function
+//! 0x14); their clock tables run on that clock. A board that is switched off ([`PopBusSim::set_powered`])
 //! answers nobody. A board asked for rooms or outputs it does not have stays
 //! silent: the protocol has no error reply.
 //!
@@ -43,15 +49,18 @@ use tokio::{
 use tokio_util::bytes::BytesMut;
 use tracing::{debug, warn};
 
+use time::{OffsetDateTime, PrimitiveDateTime};
+
 use crate::{
     config::{DataBits, Parity, SerialSettings, StopBits},
+    control::executor::Clock,
     devices::pop::{
         FRAME_GAP, QUIET_BEFORE_SEND, char_time,
         client::read_ready,
         codec::{self, Frame, PopCodec},
         message::{
-            AlarmInputs, CLOCK_SLOTS, ClockEntry, MAX_ROOMS_PER_READ, OutputCommand, OutputStates,
-            Request, Response, RoomRecord, SetpointKind, Tenths,
+            AlarmInputs, BoardTime, CLOCK_SLOTS, ClockEntry, MAX_ROOMS_PER_READ, OutputCommand,
+            OutputStates, Request, Response, RoomRecord, SetpointKind, Tenths,
         },
     },
 };
@@ -69,6 +78,8 @@ pub const BOARD_TURNAROUND: Duration = Duration::from_millis(3);
 const WRITE_LIMIT: Duration = Duration::from_millis(50);
 /// How often room temperatures are advanced.
 const DRIFT_STEP: Duration = Duration::from_millis(100);
+/// Longest sleep of a line with nothing to do (no drift, no keypad).
+const IDLE_WAKE: Duration = Duration::from_secs(60);
 
 /// How to run the simulated bus.
 #[derive(Debug, Clone)]
@@ -88,6 +99,13 @@ pub struct PopSimOptions {
     /// Time constant of room temperatures drifting toward their setpoints;
     /// `None` keeps them still (tests that compare exact values).
     pub drift: Option<Duration>,
+    /// The world's clock the boards' clocks run on (tests: the same
+    /// controllable clock as the agent's schedules).
+    pub clock: Clock,
+    /// IANA zone whose local time the boards' clocks start on (at the
+    /// offset in force then; they do not follow daylight saving by
+    /// themselves). An unknown zone starts them on UTC.
+    pub time_zone: String,
 }
 
 impl Default for PopSimOptions {
@@ -100,6 +118,8 @@ impl Default for PopSimOptions {
             keypad: true,
             baud: crate::devices::pop::DEFAULT_BAUD,
             drift: Some(Duration::from_secs(600)),
+            clock: Clock::system(),
+            time_zone: "Europe/Helsinki".into(),
         }
     }
 }
@@ -149,18 +169,30 @@ pub struct Board {
     pub alarms: u16,
     /// How many alarm inputs it has.
     pub alarm_inputs: u8,
+    /// The board's clock: world time (UTC) plus this.
+    pub clock_offset: time::Duration,
 }
 
 /// Local time for clock tables: weekday (0 = Monday) and minute of day.
 pub type ClockTime = (u8, u16);
 
-/// The simulated boards' clock: UTC now.
-pub fn clock_now() -> ClockTime {
-    let now = time::OffsetDateTime::now_utc();
+/// The weekday and minute of day of a local time.
+pub fn clock_time(local: PrimitiveDateTime) -> ClockTime {
     (
-        now.weekday().number_days_from_monday(),
-        u16::from(now.hour()) * 60 + u16::from(now.minute()),
+        local.weekday().number_days_from_monday(),
+        u16::from(local.hour()) * 60 + u16::from(local.minute()),
     )
+}
+
+/// The UTC offset of `zone` at `at` (zero for an unknown zone).
+fn zone_offset(zone: &str, at: OffsetDateTime) -> time::Duration {
+    let Ok(tz) = jiff::tz::db().get(zone) else {
+        return time::Duration::ZERO;
+    };
+    let Ok(ts) = jiff::Timestamp::from_second(at.unix_timestamp()) else {
+        return time::Duration::ZERO;
+    };
+    time::Duration::seconds(i64::from(tz.to_offset(ts).seconds()))
 }
 
 impl Board {
@@ -209,7 +241,19 @@ impl Board {
             outputs,
             alarms: 0,
             alarm_inputs,
+            clock_offset: time::Duration::ZERO,
         }
+    }
+
+    /// What the board's clock reads when the world's (UTC) reads `world`.
+    pub fn local_time(&self, world: OffsetDateTime) -> PrimitiveDateTime {
+        let utc = PrimitiveDateTime::new(world.date(), world.time());
+        utc.checked_add(self.clock_offset).unwrap_or(utc)
+    }
+
+    /// Set the board's clock to read `local` when the world's reads `world`.
+    pub fn set_local_time(&mut self, local: PrimitiveDateTime, world: OffsetDateTime) {
+        self.clock_offset = local - PrimitiveDateTime::new(world.date(), world.time());
     }
 
     /// Move every room's temperature toward the higher of its setpoints with
@@ -239,9 +283,11 @@ impl Board {
         self.outputs.get_mut(usize::from(n).checked_sub(1)?)
     }
 
-    /// The board's reply to `req` at `clock`; `None` when it cannot serve
-    /// it (a room or output it does not have) and stays silent.
-    pub fn handle(&mut self, req: &Request, clock: ClockTime) -> Option<Response> {
+    /// The board's reply to `req` when the world's clock reads `world`;
+    /// `None` when it cannot serve it (a room or output it does not have, a
+    /// clock outside the years it can tell) and stays silent.
+    pub fn handle(&mut self, req: &Request, world: OffsetDateTime) -> Option<Response> {
+        let clock = clock_time(self.local_time(world));
         match *req {
             Request::ReadRooms { first, count } => {
                 let start = usize::from(first).checked_sub(1)?;
@@ -318,6 +364,13 @@ impl Board {
                 *o.clock.get_mut(usize::from(slot).checked_sub(1)?)? = entry;
                 Some(Response::Ack(req.clone()))
             }
+            Request::ReadClock => BoardTime::new(self.local_time(world))
+                .ok()
+                .map(Response::Clock),
+            Request::SetClock { time } => {
+                self.set_local_time(time.datetime(), world);
+                Some(Response::Ack(req.clone()))
+            }
         }
     }
 }
@@ -349,6 +402,9 @@ pub struct PopSimStats {
     pub keypad_replies: u64,
     /// Transmissions cut short because nobody read the line.
     pub overruns: u64,
+    /// Clock-table slots set from outside (each an EEPROM write on a real
+    /// board).
+    pub clock_entries_set: u64,
 }
 
 /// Who is busy on the line and when it fell quiet (pure; instants passed in).
@@ -406,10 +462,14 @@ fn lock(m: &Mutex<SimState>) -> std::sync::MutexGuard<'_, SimState> {
 impl PopBusSim {
     /// Boards in their starting state; nothing runs until [`PopBusSim::serve`].
     pub fn new(opts: PopSimOptions) -> Self {
+        let offset = zone_offset(&opts.time_zone, opts.clock.now());
         let boards = opts
             .boards
             .iter()
-            .map(|&n| Board::new(n, opts.rooms, opts.outputs, opts.alarm_inputs))
+            .map(|&n| Board {
+                clock_offset: offset,
+                ..Board::new(n, opts.rooms, opts.outputs, opts.alarm_inputs)
+            })
             .collect();
         PopBusSim {
             opts,
@@ -437,6 +497,31 @@ impl PopBusSim {
             .iter_mut()
             .find(|b| b.number == n)
             .map(f)
+    }
+
+    /// What board `n`'s clock reads now.
+    pub fn board_time(&self, n: u8) -> Option<PrimitiveDateTime> {
+        let world = self.opts.clock.now();
+        self.with_board(n, |b| b.local_time(world))
+    }
+
+    /// Set board `n`'s clock to read `local` now (as a person at the keypad
+    /// would, or a clock chip that drifted).
+    pub fn set_board_time(&self, n: u8, local: PrimitiveDateTime) {
+        let world = self.opts.clock.now();
+        self.with_board(n, |b| b.set_local_time(local, world));
+    }
+
+    /// Weekday and minute of board `n`'s clock now.
+    pub fn board_clock(&self, n: u8) -> Option<ClockTime> {
+        self.board_time(n).map(clock_time)
+    }
+
+    /// Output `output` of board `n` is on now, by its own clock.
+    pub fn output_on(&self, n: u8, output: u8) -> Option<bool> {
+        let world = self.opts.clock.now();
+        self.with_board(n, |b| b.output_on(output, clock_time(b.local_time(world))))
+            .flatten()
     }
 
     /// Switch board `n` on or off.
@@ -665,7 +750,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
             return;
         };
         let reply = if board.powered {
-            board.handle(req, clock_now())
+            board.handle(req, self.sim.opts.clock.now())
         } else {
             None
         };
@@ -707,7 +792,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
 
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
-        let mut wake = now + DRIFT_STEP;
+        // Without drift (and keypad) nothing happens until someone talks.
+        let mut wake = now
+            + if self.sim.opts.drift.is_some() {
+                DRIFT_STEP
+            } else {
+                IDLE_WAKE
+            };
         if let Some(tx) = &self.tx {
             let n = u32::try_from(tx.sent + 1).unwrap_or(u32::MAX);
             wake = wake.min(tx.started + self.char_time * n);
@@ -778,6 +869,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
 
     /// A request from outside, on a free line.
     fn serve(&mut self, frame: Frame) {
+        let world = self.sim.opts.clock.now();
         let mut state = lock(&self.sim.state);
         let reply = Request::decode(frame.function, &frame.data)
             .ok()
@@ -786,7 +878,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
                     .boards
                     .iter_mut()
                     .find(|b| b.number == frame.device && b.powered)?;
-                board.handle(&req, clock_now())
+                board.handle(&req, world)
             });
         let Some(reply) = reply else {
             state.stats.unanswered += 1;
@@ -797,6 +889,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> LineTask<T> {
             return;
         };
         state.stats.served += 1;
+        if matches!(reply, Response::Ack(Request::SetClockEntry { .. })) {
+            state.stats.clock_entries_set += 1;
+        }
         // The keypad's exchange that had not started yet is abandoned.
         self.queue.clear();
         let decoy = state.faults.pop_front().and_then(|fault| {
@@ -860,6 +955,12 @@ fn decoy(r: &Response) -> Response {
                 })
                 .collect(),
         },
+        Response::Clock(t) => Response::Clock(
+            t.datetime()
+                .checked_sub(time::Duration::HOUR)
+                .and_then(|d| BoardTime::new(d).ok())
+                .unwrap_or(*t),
+        ),
         Response::Ack(req) => Response::Ack(req.clone()),
     }
 }
@@ -898,7 +999,10 @@ mod tests {
     use super::*;
     use crate::devices::pop::{PopClient, PopTiming, message::Function};
 
-    const MONDAY_NOON: ClockTime = (0, 12 * 60);
+    use time::macros::datetime;
+
+    /// 2026-01-12 is a Monday; `Board::new` boards run on UTC.
+    const MONDAY_NOON: OffsetDateTime = datetime!(2026-01-12 12:00 UTC);
     const SATURDAY_1800: ClockTime = (5, 18 * 60);
 
     #[test]
@@ -933,7 +1037,7 @@ mod tests {
         assert_eq!(b.handle(&set, MONDAY_NOON), Some(Response::Ack(set)));
         assert_eq!(b.rooms[2].ceiling, Tenths(235));
         // output 2 follows its clock (weekdays 17-19): off on Monday noon
-        assert_eq!(b.output_on(2, MONDAY_NOON), Some(false));
+        assert_eq!(b.output_on(2, (0, 12 * 60)), Some(false));
         let on = Request::SetOutput {
             output: 2,
             command: OutputCommand::On,
@@ -981,7 +1085,52 @@ mod tests {
             })
         );
         assert_eq!(b.output_on(3, SATURDAY_1800), Some(true));
-        assert_eq!(b.output_on(3, MONDAY_NOON), Some(false));
+        assert_eq!(b.output_on(3, (0, 12 * 60)), Some(false));
+    }
+
+    #[test]
+    fn a_board_keeps_its_own_clock_and_its_tables_follow_it() {
+        let mut b = Board::new(1, 8, 6, 3);
+        // output 1 runs every day 06:00-22:00 on the board's clock
+        let Some(Response::Clock(t)) = b.handle(&Request::ReadClock, MONDAY_NOON) else {
+            panic!()
+        };
+        assert_eq!(t.datetime(), datetime!(2026-01-12 12:00));
+        // Set it to 23:30 local: output 1 is off by the board's clock, though
+        // the world's is at noon.
+        let set = Request::SetClock {
+            time: BoardTime::new(datetime!(2026-01-12 23:30)).unwrap(),
+        };
+        assert_eq!(b.handle(&set, MONDAY_NOON), Some(Response::Ack(set)));
+        assert_eq!(b.clock_offset, time::Duration::minutes(11 * 60 + 30));
+        let Some(Response::Outputs(o)) = b.handle(&Request::ReadOutputs, MONDAY_NOON) else {
+            panic!()
+        };
+        assert_eq!(o.is_on(1), Some(false));
+        // The clock runs on with the world's.
+        let later = MONDAY_NOON + time::Duration::hours(7);
+        assert_eq!(b.local_time(later), datetime!(2026-01-13 06:30));
+        let Some(Response::Outputs(o)) = b.handle(&Request::ReadOutputs, later) else {
+            panic!()
+        };
+        assert_eq!(o.is_on(1), Some(true));
+    }
+
+    #[test]
+    fn boards_start_on_the_zones_local_time() {
+        let clock = Clock::starting_at(datetime!(2026-07-01 09:00 UTC), 1.0);
+        let sim = PopBusSim::new(PopSimOptions {
+            clock,
+            ..PopSimOptions::default()
+        });
+        let t = sim.board_time(1).unwrap();
+        // Helsinki summer time, UTC+3 (the clock may have moved a little)
+        assert_eq!(
+            (t.date(), t.hour()),
+            (time::macros::date!(2026 - 07 - 01), 12)
+        );
+        sim.set_board_time(2, datetime!(2026-07-01 06:00));
+        assert_eq!(sim.board_clock(2).map(|c| c.1 / 60), Some(6));
     }
 
     #[test]

@@ -727,6 +727,7 @@ mod tests {
             source: protocol::ControlSource::Manual,
             until: None,
             action: None,
+            note: None,
         });
         assert!(s.handle(Event::Outgoing(msg.clone()), now).is_empty());
         up(&mut s, now);

@@ -1207,6 +1207,7 @@ pub async fn record_state(
         "source": cstore_source(s.source),
         "until": s.until.map(rfc3339),
         "action": s.action,
+        "note": cstore::tidy_note(s.note.as_deref()),
     });
     state.hub.publish_event(agent.site.site_id, &msg);
     Ok(())

@@ -589,6 +589,24 @@ fn parse_source(s: &str) -> ControlSource {
     }
 }
 
+/// Longest note kept, in characters: a sentence or two. An agent is not
+/// trusted to send short text; a longer one is cut (with an ellipsis).
+pub const MAX_NOTE_CHARS: usize = 400;
+
+/// `note` trimmed, empty as none, cut to [`MAX_NOTE_CHARS`].
+pub fn tidy_note(note: Option<&str>) -> Option<String> {
+    let n = note?.trim();
+    if n.is_empty() {
+        return None;
+    }
+    if n.chars().count() <= MAX_NOTE_CHARS {
+        return Some(n.to_owned());
+    }
+    let mut cut: String = n.chars().take(MAX_NOTE_CHARS - 1).collect();
+    cut.push('…');
+    Some(cut)
+}
+
 /// Store the newest control state of a point (one row per agent + point).
 pub async fn upsert_state(
     db: &impl ConnectionTrait,
@@ -607,6 +625,7 @@ pub async fn upsert_state(
         until: Set(s.until),
         action: Set(s.action.clone()),
         updated_at: Set(now()),
+        note: Set(tidy_note(s.note.as_deref())),
     })
     .on_conflict(
         OnConflict::columns([
@@ -621,6 +640,7 @@ pub async fn upsert_state(
             control_states::Column::Until,
             control_states::Column::Action,
             control_states::Column::UpdatedAt,
+            control_states::Column::Note,
         ])
         .to_owned(),
     )
@@ -651,6 +671,7 @@ pub async fn states_of_site(
                 source: parse_source(&r.source),
                 until: r.until,
                 action: r.action,
+                note: r.note,
             },
             updated_at: r.updated_at,
         })
@@ -754,6 +775,17 @@ mod tests {
             assert_eq!(CommandStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(CommandStatus::parse("pending"), None);
+    }
+
+    #[test]
+    fn notes_are_trimmed_and_cut() {
+        assert_eq!(tidy_note(None), None);
+        assert_eq!(tidy_note(Some("  ")), None);
+        assert_eq!(tidy_note(Some(" ok ")).as_deref(), Some("ok"));
+        let long = "ä".repeat(MAX_NOTE_CHARS + 10);
+        let cut = tidy_note(Some(&long)).unwrap();
+        assert_eq!(cut.chars().count(), MAX_NOTE_CHARS);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -235,6 +235,7 @@ pub mod control_states {
         pub until: Option<TimeDateTimeWithTimeZone>,
         pub action: Option<String>,
         pub updated_at: TimeDateTimeWithTimeZone,
+        pub note: Option<String>,
     }
     no_relations!();
 }

@@ -149,6 +149,8 @@ pub struct ControlCard {
     pub source: String,
     /// Localised reason phrase.
     pub why: String,
+    /// The agent's own words on who switches the point (its note), or empty.
+    pub note: String,
     /// End of the override or action.
     pub until: Option<Moment>,
     /// Decimals of the step (for JS).
@@ -315,6 +317,7 @@ fn card(
         reported: show(s.and_then(|s| s.reported)),
         source,
         why: why_text,
+        note: s.and_then(|s| s.note.clone()).unwrap_or_default(),
         until,
         decimals: control::step_decimals(step),
         value_input: current
@@ -751,6 +754,7 @@ mod tests {
                     source: ControlSource::Manual,
                     until: Some(time::macros::datetime!(2026-11-21 20:00 UTC)),
                     action: None,
+                    note: None,
                 }),
                 last: None,
             }],
@@ -823,6 +827,7 @@ mod tests {
             source: ControlSource::Action,
             until: Some(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
             action: Some("boost_dhw".into()),
+            note: None,
         });
         let running = controls_page(page_context("fi", Access::Homeowner), &c);
         assert!(running.actions[0].running);

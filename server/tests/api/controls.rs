@@ -507,9 +507,11 @@ async fn control_state_is_stored_pushed_to_the_live_feed_and_shown_on_the_page()
             source: ControlSource::Manual,
             until: Some(until),
             action: None,
+            note: None,
         }))
         .await;
     let msg = live.next_of_type("control_state").await;
+    assert_eq!(msg["note"], serde_json::Value::Null);
     assert_eq!(msg["control"], SETPOINT);
     assert_eq!(msg["commanded"], 22.5);
     assert_eq!(msg["reported"], 22.4);
@@ -534,6 +536,52 @@ async fn control_state_is_stored_pushed_to_the_live_feed_and_shown_on_the_page()
         "{c}"
     );
 
+    assert!(c.contains(r#"<p class="why-note" hidden></p>"#), "{c}");
+
+    // The agent's note is stored, sent live and shown next to the "why",
+    // escaped like everything an agent says.
+    agent
+        .send(&AgentToServer::ControlState(ControlState {
+            device: "pop1".into(),
+            point: "car_heater".into(),
+            commanded: Some(1.0),
+            reported: Some(1.0),
+            source: ControlSource::Schedule,
+            until: None,
+            action: None,
+            note: Some("switched by the device's own clock table <b>(1 of 8)</b>".into()),
+        }))
+        .await;
+    let msg = live.next_of_type("control_state").await;
+    assert_eq!(
+        msg["note"],
+        "switched by the device's own clock table <b>(1 of 8)</b>"
+    );
+    let states = store::control::states_of_site(app.db(), seed.site)
+        .await
+        .unwrap();
+    let car = states
+        .iter()
+        .find(|s| s.state.point == "car_heater")
+        .unwrap();
+    assert_eq!(
+        car.state.note.as_deref(),
+        Some("switched by the device's own clock table <b>(1 of 8)</b>")
+    );
+    let html = page(&app, seed.site.site_id).await;
+    let c = card(&html, CAR);
+    let note = c
+        .split(r#"<p class="why-note">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .expect("a shown note");
+    assert!(note.starts_with("switched by the device"), "{note}");
+    assert!(
+        note.contains("own clock table") && note.contains("(1 of 8)"),
+        "{note}"
+    );
+    assert!(!note.contains("<b>"), "escaped: {note}");
+
     // A running boost shows on its action card.
     agent
         .send(&AgentToServer::ControlState(ControlState {
@@ -544,6 +592,7 @@ async fn control_state_is_stored_pushed_to_the_live_feed_and_shown_on_the_page()
             source: ControlSource::Action,
             until: Some(until),
             action: Some("boost_dhw".into()),
+            note: None,
         }))
         .await;
     live.next_of_type("control_state").await;

@@ -35,8 +35,8 @@ use super::{
     FRAME_GAP, PopError, PopTiming, char_time,
     codec::{self, Frame, FrameError, MAX_FRAME, PopCodec},
     message::{
-        AlarmInputs, ClockEntry, Implausible, OutputCommand, OutputStates, Request, Response,
-        SetpointKind, TempKind, Tenths, check_temp,
+        AlarmInputs, BoardTime, ClockEntry, Implausible, OutputCommand, OutputStates, Request,
+        Response, SetpointKind, TempKind, Tenths, check_temp,
     },
 };
 use crate::{
@@ -505,6 +505,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopClient<T> {
             Response::ClockTable { entries, .. } => Ok(entries),
             _ => Err(unexpected(&req)),
         }
+    }
+
+    /// The clock of `board`: the local date and time its clock tables run on.
+    pub async fn read_clock(&mut self, board: u8) -> Result<BoardTime, PopError> {
+        match self.transact(board, &Request::ReadClock).await? {
+            Response::Clock(t) => Ok(t),
+            _ => Err(unexpected(&Request::ReadClock)),
+        }
+    }
+
+    /// Set the clock of `board`. `Ok` means the board acknowledged exactly
+    /// this time.
+    pub async fn set_clock(&mut self, board: u8, time: BoardTime) -> Result<(), PopError> {
+        self.transact(board, &Request::SetClock { time })
+            .await
+            .map(drop)
     }
 
     /// Set a room's floor or ceiling setpoint to `celsius` (0.1 °C steps).

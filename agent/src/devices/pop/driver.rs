@@ -11,6 +11,12 @@
 //! `output_manual` = 0 to hand an output back to its clock table. Every
 //! write is read back: a board that reports another value is a
 //! [`WriteError::Mismatch`], a failed read-back [`WriteError::Unverified`].
+//!
+//! Device timers ([`BusDriver::timer`]): every `output` point has a clock
+//! table of [`CLOCK_SLOTS`] entries. A table is written slot by slot, only
+//! the slots that differ (the boards keep their tables in EEPROM), each read
+//! back; handing an output to its table is `set output` 2; the board's clock
+//! is read and set with functions 0x05 and 0x14, the set read back.
 
 use protocol::{Quality, Reading};
 use time::OffsetDateTime;
@@ -21,14 +27,36 @@ use tracing::warn;
 use super::{
     PopClient, PopError,
     message::{
-        ClockEntry, MAX_ROOMS_PER_READ, OutputCommand, SETPOINT_RANGE, SetpointKind, Tenths,
+        BoardTime, CLOCK_SLOTS, ClockEntry, MAX_ROOMS_PER_READ, OutputCommand, SETPOINT_RANGE,
+        SetpointKind, Tenths,
     },
 };
 use crate::{
     config::DeviceConfig,
+    devices::timer::{TimerCaps, TimerEntry, TimerOp, TimerReply, assign_slots},
     poller::{BusDriver, PollOutcome, PolledDevice, WriteError},
     registers::{Point, PopField, PopSpec},
 };
+
+/// A clock read back after setting it may be this far from the time it
+/// should read (the exchange itself takes bus time).
+pub const CLOCK_READ_BACK_TOLERANCE: time::Duration = time::Duration::seconds(5);
+
+fn to_clock(e: TimerEntry) -> ClockEntry {
+    ClockEntry {
+        days: e.days,
+        on: e.on,
+        off: e.off,
+    }
+}
+
+fn from_clock(e: ClockEntry) -> TimerEntry {
+    TimerEntry {
+        days: e.days,
+        on: e.on,
+        off: e.off,
+    }
+}
 
 /// POP points of one board, as the driver reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +187,78 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PopDriver<T> {
         } else {
             Err(WriteError::Refused(format!(
                 "board {board} output {output} slot {slot} holds {kept:?} after writing {entry:?}"
+            )))
+        }
+    }
+
+    /// Every slot of `output`'s table on `board` (empty ones included).
+    async fn full_table(&mut self, board: u8, output: u8) -> Result<Vec<TimerEntry>, PopError> {
+        let mut t: Vec<TimerEntry> = self
+            .client
+            .read_clock_table(board, output)
+            .await?
+            .into_iter()
+            .map(from_clock)
+            .collect();
+        t.resize(usize::from(CLOCK_SLOTS), TimerEntry::EMPTY);
+        Ok(t)
+    }
+
+    async fn write_table(
+        &mut self,
+        board: u8,
+        output: u8,
+        wanted: &[TimerEntry],
+    ) -> Result<TimerReply, WriteError> {
+        let current = self
+            .full_table(board, output)
+            .await
+            .map_err(|e| WriteError::Transport(format!("reading the clock table first: {e}")))?;
+        let Some(table) = assign_slots(&current, wanted, usize::from(CLOCK_SLOTS)) else {
+            return Err(WriteError::Unsupported(format!(
+                "{} entries do not fit the {CLOCK_SLOTS} slots of board {board} output {output}",
+                wanted.len()
+            )));
+        };
+        let mut slots_written = 0;
+        for (slot, (want, have)) in (1u8..).zip(table.iter().zip(&current)) {
+            if want == have {
+                continue;
+            }
+            self.set_clock_entry(board, output, slot, to_clock(*want))
+                .await?;
+            slots_written += 1;
+        }
+        Ok(TimerReply::Written {
+            table,
+            slots_written,
+        })
+    }
+
+    async fn set_board_clock(
+        &mut self,
+        board: u8,
+        local: &crate::devices::timer::LocalNow,
+    ) -> Result<TimerReply, WriteError> {
+        let to = BoardTime::new(local.now())
+            .map_err(|e| WriteError::Unsupported(format!("board {board}: {e}")))?;
+        self.client.set_clock(board, to).await.map_err(transport)?;
+        let back = self
+            .client
+            .read_clock(board)
+            .await
+            .map_err(|e| WriteError::Unverified {
+                point: format!("board {board} clock"),
+                reason: e.to_string(),
+            })?;
+        let off = back.datetime() - local.now();
+        if off.abs() <= CLOCK_READ_BACK_TOLERANCE {
+            Ok(TimerReply::ClockSet { to: to.datetime() })
+        } else {
+            Err(WriteError::Refused(format!(
+                "board {board}'s clock reads {} after being set to {}",
+                back.datetime(),
+                to.datetime()
             )))
         }
     }
@@ -416,6 +516,77 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> BusDriver for PopDriver<T> {
                 point.key,
                 spec.field.name()
             ))),
+        }
+    }
+
+    async fn timer(
+        &mut self,
+        dev: &PolledDevice<PopPlan>,
+        point: &Point,
+        op: TimerOp,
+    ) -> Result<TimerReply, WriteError> {
+        let board = dev.unit_id;
+        // The clock is the board's: any of its points names it.
+        match &op {
+            TimerOp::ReadClock(local) => {
+                let t = self.client.read_clock(board).await.map_err(transport)?;
+                return Ok(TimerReply::Clock {
+                    device: t.datetime(),
+                    local: local.now(),
+                });
+            }
+            TimerOp::SetClock(local) => return self.set_board_clock(board, local).await,
+            _ => {}
+        }
+        let output = match point.spec.pop() {
+            Some(s) if s.field == PopField::Output => s.index,
+            // The manual flag names the same output, but only `output` is
+            // switched by the table (what a schedule is for).
+            Some(s) if s.field == PopField::OutputManual && !matches!(op, TimerOp::Describe) => {
+                s.index
+            }
+            _ => {
+                return Err(WriteError::Unsupported(format!(
+                    "`{}` is not a POP output: only outputs have clock tables",
+                    point.key
+                )));
+            }
+        };
+        match op {
+            TimerOp::Describe => Ok(TimerReply::Caps(TimerCaps { slots: CLOCK_SLOTS })),
+            TimerOp::ReadTable => self
+                .full_table(board, output)
+                .await
+                .map(TimerReply::Table)
+                .map_err(transport),
+            TimerOp::WriteTable(wanted) => self.write_table(board, output, &wanted).await,
+            TimerOp::FollowTable => {
+                self.client
+                    .set_output(board, output, OutputCommand::Clock)
+                    .await
+                    .map_err(transport)?;
+                let after =
+                    self.client
+                        .read_outputs(board)
+                        .await
+                        .map_err(|e| WriteError::Unverified {
+                            point: point.key.clone(),
+                            reason: e.to_string(),
+                        })?;
+                match after.is_manual(output) {
+                    Some(false) => Ok(TimerReply::Following),
+                    Some(true) => Err(WriteError::Refused(format!(
+                        "board {board} keeps output {output} by hand after being handed back to its clock table"
+                    ))),
+                    None => Err(WriteError::Refused(format!(
+                        "board {board} reports {} outputs, not {output}",
+                        after.count
+                    ))),
+                }
+            }
+            TimerOp::ReadClock(_) | TimerOp::SetClock(_) => {
+                Err(WriteError::Unsupported("clock ops are served above".into()))
+            }
         }
     }
 }

@@ -18,13 +18,28 @@
 //! | 0x02 read outputs | 0x00 | count (1..=16), on mask u16 BE, manual mask u16 BE (bit *i*−1 = output *i*; manual clear = follows its clock table) |
 //! | 0x03 read clock table | output | output, count (0..=8), count × entry |
 //! | 0x04 read alarm inputs **[chosen]** | 0x00 | count (1..=16), active mask u16 BE (input 1 fire, 2 burglary, 3 mains failure by convention) |
+//! | 0x05 read board clock **[chosen]** | 0x00 | board time (6 bytes) |
 //! | 0x11 set room setpoint | room, which (0 floor, 1 ceiling), value i16 BE | echo |
 //! | 0x12 set output | output, command (0 off by hand, 1 on by hand, 2 back to the clock table) | echo |
 //! | 0x13 set clock entry | output, slot (1..=8), entry | echo |
+//! | 0x14 set board clock **[chosen]** | board time (6 bytes) | echo |
 //!
 //! A clock-table entry is five bytes: a day mask (bit 0 Monday … bit 6
 //! Sunday; 0 = empty slot), then on hour, on minute, off hour, off minute.
-//! An entry whose off time is earlier than its on time runs past midnight.
+//! An entry whose off time is earlier than its on time runs past midnight;
+//! an entry whose on and off times are equal is never on (so a whole day
+//! takes two entries, see `control::device_table`).
+//!
+//! **[chosen]** The board clock is the local civil date and time the clock
+//! tables run on, to the second: year − 2000, month (1..=12), day, hour,
+//! minute, second, one byte each ([`BoardTime`]). A date rather than a bare
+//! weekday and time, as real-time-clock chips keep it: the weekday the tables
+//! use follows from the date, and the agent can compare the board's clock
+//! with its own exactly (across midnight and the week's end). The board knows
+//! nothing of time zones or daylight saving: the agent sets it to the
+//! schedule's local time and sets it again after each change of the offset.
+//! 0x04 already reads the alarm inputs, so reading the clock is 0x05;
+//! setting it is 0x14, next to the other set commands.
 //!
 //! **[chosen]** A set command's reply echoes the request's data. The
 //! reference describes the acknowledgement as "device, length, function,
@@ -52,18 +67,24 @@ pub enum Function {
     SetOutput,
     /// Set one entry of an output's clock table.
     SetClockEntry,
+    /// Read the board's clock. **[chosen]**
+    ReadClock,
+    /// Set the board's clock. **[chosen]**
+    SetClock,
 }
 
 impl Function {
     /// Every function, in code order.
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 9] = [
         Function::ReadRooms,
         Function::ReadOutputs,
         Function::ReadClockTable,
         Function::ReadAlarms,
+        Function::ReadClock,
         Function::SetSetpoint,
         Function::SetOutput,
         Function::SetClockEntry,
+        Function::SetClock,
     ];
 
     /// The function byte on the wire.
@@ -73,9 +94,11 @@ impl Function {
             Function::ReadOutputs => 0x02,
             Function::ReadClockTable => 0x03,
             Function::ReadAlarms => 0x04,
+            Function::ReadClock => 0x05,
             Function::SetSetpoint => 0x11,
             Function::SetOutput => 0x12,
             Function::SetClockEntry => 0x13,
+            Function::SetClock => 0x14,
         }
     }
 
@@ -88,7 +111,10 @@ impl Function {
     pub fn is_set(self) -> bool {
         matches!(
             self,
-            Function::SetSetpoint | Function::SetOutput | Function::SetClockEntry
+            Function::SetSetpoint
+                | Function::SetOutput
+                | Function::SetClockEntry
+                | Function::SetClock
         )
     }
 }
@@ -351,6 +377,84 @@ impl ClockEntry {
     }
 }
 
+/// Bytes of a board time.
+pub const BOARD_TIME: usize = 6;
+
+/// A board's clock: the local date and time its clock tables run on, to the
+/// second, as on the wire (see the module doc). Always a real date in
+/// 2000..=2255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BoardTime(time::PrimitiveDateTime);
+
+impl BoardTime {
+    /// `at`, when its year is one a board can hold (2000..=2255); sub-second
+    /// parts are dropped.
+    pub fn new(at: time::PrimitiveDateTime) -> Result<BoardTime, LayoutError> {
+        check("board clock year", i64::from(at.year()), 2000..=2255)?;
+        Ok(BoardTime(at.replace_nanosecond(0).unwrap_or(at)))
+    }
+
+    /// The date and time.
+    pub fn datetime(self) -> time::PrimitiveDateTime {
+        self.0
+    }
+
+    /// Day of the week, 0 = Monday, as clock-table day masks count.
+    pub fn weekday(self) -> u8 {
+        self.0.weekday().number_days_from_monday()
+    }
+
+    /// Minute of the day, 0..1440.
+    pub fn minute_of_day(self) -> MinuteOfDay {
+        u16::from(self.0.hour()) * 60 + u16::from(self.0.minute())
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        // `new` keeps the year within 2000..=2255, so it fits a byte.
+        let year = u8::try_from(t.year() - 2000).unwrap_or(u8::MAX);
+        out.extend_from_slice(&[
+            year,
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+        ]);
+    }
+
+    fn decode(b: &[u8]) -> Result<BoardTime, LayoutError> {
+        let [year, month, day, hour, minute, second] = exact::<BOARD_TIME>("board time", b)?;
+        check("board clock month", month, 1..=12)?;
+        check("board clock hour", hour, 0..=23)?;
+        check("board clock minute", minute, 0..=59)?;
+        check("board clock second", second, 0..=59)?;
+        let month = time::Month::try_from(month).map_err(|_| LayoutError::OutOfRange {
+            what: "board clock month",
+            value: month.into(),
+            range: "1..=12".into(),
+        })?;
+        let date =
+            time::Date::from_calendar_date(2000 + i32::from(year), month, day).map_err(|_| {
+                LayoutError::OutOfRange {
+                    what: "board clock day of month",
+                    value: day.into(),
+                    range: format!(
+                        "1..={}",
+                        time::util::days_in_month(month, 2000 + i32::from(year))
+                    ),
+                }
+            })?;
+        let time =
+            time::Time::from_hms(hour, minute, second).map_err(|_| LayoutError::OutOfRange {
+                what: "board clock time",
+                value: hour.into(),
+                range: "00:00:00..=23:59:59".into(),
+            })?;
+        Ok(BoardTime(time::PrimitiveDateTime::new(date, time)))
+    }
+}
+
 /// Why data bytes do not fit a function's layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
@@ -447,6 +551,13 @@ pub enum Request {
         /// The entry (`ClockEntry::EMPTY` clears the slot).
         entry: ClockEntry,
     },
+    /// The board's clock.
+    ReadClock,
+    /// Set the board's clock.
+    SetClock {
+        /// The local date and time to run on.
+        time: BoardTime,
+    },
 }
 
 /// Placeholder data byte of requests that need no parameters (a frame
@@ -464,6 +575,8 @@ impl Request {
             Request::SetSetpoint { .. } => Function::SetSetpoint,
             Request::SetOutput { .. } => Function::SetOutput,
             Request::SetClockEntry { .. } => Function::SetClockEntry,
+            Request::ReadClock => Function::ReadClock,
+            Request::SetClock { .. } => Function::SetClock,
         }
     }
 
@@ -479,7 +592,8 @@ impl Request {
                     1..=255,
                 )
             }
-            Request::ReadOutputs | Request::ReadAlarms => Ok(()),
+            Request::ReadOutputs | Request::ReadAlarms | Request::ReadClock => Ok(()),
+            Request::SetClock { time } => BoardTime::new(time.0).map(drop),
             Request::ReadClockTable { output } | Request::SetOutput { output, .. } => {
                 check("output", output, 1..=MAX_OUTPUTS)
             }
@@ -501,7 +615,14 @@ impl Request {
         self.validate()?;
         Ok(match *self {
             Request::ReadRooms { first, count } => vec![first, count],
-            Request::ReadOutputs | Request::ReadAlarms => vec![NO_PARAMETERS],
+            Request::ReadOutputs | Request::ReadAlarms | Request::ReadClock => {
+                vec![NO_PARAMETERS]
+            }
+            Request::SetClock { time } => {
+                let mut d = Vec::with_capacity(BOARD_TIME);
+                time.encode(&mut d);
+                d
+            }
             Request::ReadClockTable { output } => vec![output],
             Request::SetSetpoint { room, kind, value } => {
                 let [hi, lo] = value.0.to_be_bytes();
@@ -539,15 +660,18 @@ impl Request {
                 let [first, count] = exact("read rooms request", data)?;
                 Request::ReadRooms { first, count }
             }
-            Function::ReadOutputs | Function::ReadAlarms => {
+            Function::ReadOutputs | Function::ReadAlarms | Function::ReadClock => {
                 let [p] = exact("request without parameters", data)?;
                 check("parameter byte", p, NO_PARAMETERS..=NO_PARAMETERS)?;
-                if f == Function::ReadOutputs {
-                    Request::ReadOutputs
-                } else {
-                    Request::ReadAlarms
+                match f {
+                    Function::ReadOutputs => Request::ReadOutputs,
+                    Function::ReadAlarms => Request::ReadAlarms,
+                    _ => Request::ReadClock,
                 }
             }
+            Function::SetClock => Request::SetClock {
+                time: BoardTime::decode(data)?,
+            },
             Function::ReadClockTable => {
                 let [output] = exact("read clock table request", data)?;
                 Request::ReadClockTable { output }
@@ -622,6 +746,8 @@ pub enum Response {
     },
     /// The alarm inputs.
     Alarms(AlarmInputs),
+    /// The board's clock.
+    Clock(BoardTime),
     /// A set command was accepted: its request, echoed.
     Ack(Request),
 }
@@ -634,6 +760,7 @@ impl Response {
             Response::Outputs(_) => Function::ReadOutputs,
             Response::ClockTable { .. } => Function::ReadClockTable,
             Response::Alarms(_) => Function::ReadAlarms,
+            Response::Clock(_) => Function::ReadClock,
             Response::Ack(r) => r.function(),
         }
     }
@@ -646,7 +773,8 @@ impl Response {
                 first == f && rooms.len() == usize::from(*count)
             }
             (Response::Outputs(_), Request::ReadOutputs)
-            | (Response::Alarms(_), Request::ReadAlarms) => true,
+            | (Response::Alarms(_), Request::ReadAlarms)
+            | (Response::Clock(_), Request::ReadClock) => true,
             (Response::ClockTable { output, .. }, Request::ReadClockTable { output: o }) => {
                 output == o
             }
@@ -695,6 +823,11 @@ impl Response {
                 check("alarm input count", a.count, 1..=MAX_ALARM_INPUTS)?;
                 let mut d = vec![a.count];
                 d.extend_from_slice(&a.active.to_be_bytes());
+                d
+            }
+            Response::Clock(t) => {
+                let mut d = Vec::with_capacity(BOARD_TIME);
+                t.encode(&mut d);
                 d
             }
             Response::Ack(req) => req.encode()?,
@@ -760,9 +893,11 @@ impl Response {
                     active: u16::from_be_bytes([hi, lo]),
                 })
             }
-            Function::SetSetpoint | Function::SetOutput | Function::SetClockEntry => {
-                Response::Ack(Request::decode(function, data)?)
-            }
+            Function::ReadClock => Response::Clock(BoardTime::decode(data)?),
+            Function::SetSetpoint
+            | Function::SetOutput
+            | Function::SetClockEntry
+            | Function::SetClock => Response::Ack(Request::decode(function, data)?),
         })
     }
 }
@@ -782,18 +917,23 @@ fn header<'a>(what: &'static str, data: &'a [u8]) -> Result<(u8, u8, &'a [u8]), 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use time::macros::datetime;
 
     use super::*;
 
     #[test]
     fn the_function_table_round_trips_and_has_no_duplicates() {
         let codes: Vec<u8> = Function::ALL.iter().map(|f| f.code()).collect();
-        assert_eq!(codes, [0x01, 0x02, 0x03, 0x04, 0x11, 0x12, 0x13]);
+        assert_eq!(
+            codes,
+            [0x01, 0x02, 0x03, 0x04, 0x05, 0x11, 0x12, 0x13, 0x14]
+        );
         for f in Function::ALL {
             assert_eq!(Function::from_code(f.code()), Some(f));
         }
-        assert_eq!(Function::from_code(0x05), None);
+        assert_eq!(Function::from_code(0x06), None);
         assert!(Function::SetOutput.is_set() && !Function::ReadOutputs.is_set());
+        assert!(Function::SetClock.is_set() && !Function::ReadClock.is_set());
     }
 
     /// Request layouts: (function, data, request), data commented field by field.
@@ -855,7 +995,56 @@ mod tests {
                     entry,
                 },
             ),
+            // read clock: placeholder 00
+            (0x05, vec![0x00], Request::ReadClock),
+            // set clock: 2026 (26 = 0x1A), March 29, 04:00:05
+            (
+                0x14,
+                vec![0x1A, 3, 29, 4, 0, 5],
+                Request::SetClock {
+                    time: board_time(datetime!(2026-03-29 04:00:05)),
+                },
+            ),
         ]
+    }
+
+    fn board_time(at: time::PrimitiveDateTime) -> BoardTime {
+        BoardTime::new(at).unwrap()
+    }
+
+    #[test]
+    fn a_board_time_is_a_real_date_in_the_boards_years() {
+        // the clock reply: 2026-10-25 (a Sunday) 03:59:59
+        let t = Response::decode(0x05, &[26, 10, 25, 3, 59, 59]).unwrap();
+        let Response::Clock(t) = t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(t.datetime(), datetime!(2026-10-25 03:59:59));
+        assert_eq!((t.weekday(), t.minute_of_day()), (6, 3 * 60 + 59));
+        assert!(
+            t == board_time(datetime!(2026-10-25 03:59:59.750)),
+            "sub-seconds are dropped"
+        );
+        // February 29 only in a leap year; month 13, hour 24, second 60 never
+        assert!(Response::decode(0x05, &[28, 2, 29, 0, 0, 0]).is_ok());
+        for bad in [
+            [27, 2, 29, 0, 0, 0],
+            [26, 13, 1, 0, 0, 0],
+            [26, 0, 1, 0, 0, 0],
+            [26, 4, 31, 0, 0, 0],
+            [26, 4, 1, 24, 0, 0],
+            [26, 4, 1, 0, 60, 0],
+            [26, 4, 1, 0, 0, 60],
+        ] {
+            assert!(Response::decode(0x05, &bad).is_err(), "{bad:?}");
+            assert!(Request::decode(0x14, &bad).is_err(), "{bad:?}");
+        }
+        // a keypad asking for the clock is not the board's answer
+        assert!(Response::decode(0x05, &[0x00]).is_err());
+        // years a board cannot hold are refused before sending
+        assert!(BoardTime::new(datetime!(1999-12-31 23:59)).is_err());
+        assert!(BoardTime::new(datetime!(2256-01-01 00:00)).is_err());
+        assert!(BoardTime::new(datetime!(2255-12-31 23:59:59)).is_ok());
     }
 
     #[test]
@@ -1049,8 +1238,18 @@ mod tests {
         (0u8..0x80, 0u16..1440, 0u16..1440).prop_map(|(days, on, off)| ClockEntry { days, on, off })
     }
 
+    fn board_times() -> impl Strategy<Value = BoardTime> {
+        // Every second from 2000-01-01 to the end of 2255.
+        (0i64..8_078_572_800).prop_map(|s| {
+            let at = datetime!(2000-01-01 00:00) + time::Duration::seconds(s);
+            BoardTime::new(at).unwrap()
+        })
+    }
+
     fn requests() -> impl Strategy<Value = Request> {
         prop_oneof![
+            Just(Request::ReadClock),
+            board_times().prop_map(|time| Request::SetClock { time }),
             (1u8..=200, 1u8..=MAX_ROOMS_PER_READ)
                 .prop_map(|(first, count)| Request::ReadRooms { first, count }),
             Just(Request::ReadOutputs),
@@ -1104,6 +1303,7 @@ mod tests {
                 .prop_map(|(output, entries)| Response::ClockTable { output, entries }),
             (1u8..=MAX_ALARM_INPUTS, any::<u16>())
                 .prop_map(|(count, active)| Response::Alarms(AlarmInputs { count, active })),
+            board_times().prop_map(Response::Clock),
             requests()
                 .prop_filter("sets only", |r| r.function().is_set())
                 .prop_map(Response::Ack),

@@ -12,7 +12,8 @@
 //!   keypads' traffic, reopen an unplugged adapter;
 //! - [`driver`]: [`PopDriver`], the poller's [`crate::poller::BusDriver`] for
 //!   POP points (`field` + `index` in a profile) with writes of setpoints and
-//!   outputs.
+//!   outputs, and the boards' clock tables and clocks as device timers
+//!   ([`crate::devices::timer`]), so schedules can run in the boards.
 //!
 //! The boards share the line with wall keypads that poll them all the time,
 //! so a request sent into their traffic is lost in a collision; the timing

@@ -62,7 +62,7 @@ use crate::{
         modbus::port_builder,
     },
     metrics::Metrics,
-    poller::{PollEvent, WriteCommand, WriteError},
+    poller::{BusCommand, PollEvent, WriteCommand, WriteError},
 };
 
 /// Rounds of the master without a request after which its device is offline.
@@ -472,7 +472,7 @@ pub async fn run_slave_bus(
     bus: String,
     line: SlaveLine,
     units: Vec<SlaveUnit>,
-    commands: mpsc::Receiver<WriteCommand>,
+    commands: mpsc::Receiver<BusCommand>,
     tx: mpsc::Sender<PollEvent>,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
@@ -528,15 +528,23 @@ async fn serve_line(
 pub async fn serve_writes(
     bus: String,
     units: Vec<SlaveUnit>,
-    mut commands: mpsc::Receiver<WriteCommand>,
+    mut commands: mpsc::Receiver<BusCommand>,
 ) {
     let mut waiting = JoinSet::new();
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(cmd) => {
+                Some(BusCommand::Write(cmd)) => {
                     let unit = units.iter().find(|u| u.device == cmd.device).cloned();
                     waiting.spawn(serve_write(bus.clone(), unit, cmd));
+                }
+                // An exchange area has no clock tables: the agent runs
+                // schedules of its points itself.
+                Some(BusCommand::Timer(cmd)) => {
+                    let _ = cmd.reply.send(Err(WriteError::Unsupported(format!(
+                        "`{}` is a PLC exchange area on a slave bus: it has no clock tables of its own (point `{}`)",
+                        cmd.device, cmd.point
+                    ))));
                 }
                 None => break,
             },
