@@ -1343,3 +1343,124 @@ async fn concurrent_commands_chain_the_audit_log_without_gaps() {
         Ok(6)
     );
 }
+
+#[tokio::test]
+async fn a_technician_operates_the_companys_sites_under_their_own_name_and_another_companys_sees_nothing()
+ {
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let site = seed.site.site_id;
+    let mut agent = app.controllable_agent(&seed.agent).await;
+    // A second site of the same service company, with its own agent.
+    let other_site = app.create_site(seed.org, "Virtanen").await;
+    let other_agent = app.create_agent(other_site.site_id).await;
+    let mut other_link = app.controllable_agent(&other_agent).await;
+    // The technician has a real name, so the log can be read by people.
+    let email = format!("teemu-{}@example.test", uuid::Uuid::new_v4().simple());
+    let tech_id =
+        server::services::admin::create_user(app.db(), &email, "Teemu Teknikko", "pw-tech-123")
+            .await
+            .unwrap();
+    server::services::admin::add_member(app.db(), seed.org, &email, Role::Technician, None)
+        .await
+        .unwrap();
+    let tech = app.new_browser();
+    tech.login_ok(&crate::helpers::Person {
+        id: tech_id,
+        email: email.clone(),
+        password: "pw-tech-123".into(),
+    })
+    .await;
+
+    // The same controls on every site of the company.
+    for (s, link) in [(site, &mut agent), (other_site.site_id, &mut other_link)] {
+        let res = post(
+            &tech,
+            s,
+            "controls/output",
+            &[("control", CAR), ("state", "on")],
+        )
+        .await;
+        assert_eq!(res.status(), 303, "{s}");
+        let cmd = next_command(link).await;
+        assert_eq!(
+            cmd.issued_by, email,
+            "the agent logs the technician's address"
+        );
+        link.send(&result(
+            cmd.id,
+            CommandOutcome::Applied,
+            None,
+            0.0,
+            Some(1.0),
+        ))
+        .await;
+        wait_status(&app, cmd.id, CommandStatus::Applied).await;
+    }
+    let res = post(
+        &tech,
+        site,
+        "controls/action",
+        &[("action", "boost_dhw"), ("op", "start"), ("minutes", "60")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let boost = next_command(&mut agent).await;
+    assert_eq!(boost.issued_by, email);
+
+    // Every entry of the site's log is under the technician's name.
+    let (chain, _) = store::audit::chain_of_site(app.db(), seed.site)
+        .await
+        .unwrap();
+    let who: Vec<(&str, Option<uuid::Uuid>, &str)> = chain
+        .iter()
+        .map(|c| {
+            (
+                c.entry.action.as_str(),
+                c.entry.actor_user_id,
+                c.entry.actor_name.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("set", Some(tech_id.0), "Teemu Teknikko"),
+            ("result", Some(tech_id.0), "Teemu Teknikko"),
+            ("start_action", Some(tech_id.0), "Teemu Teknikko"),
+        ]
+    );
+    // The homeowner reads it on the audit page and in the export.
+    app.login_ok(&seed.homeowner).await;
+    let page = app.get(&format!("/sites/{site}/audit")).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Teemu Teknikko"));
+    let csv = app.get(&format!("/sites/{site}/audit.csv")).await;
+    assert_eq!(csv.status(), 200);
+    assert!(csv.text().await.unwrap().contains("Teemu Teknikko"));
+
+    // A technician of another service company reaches none of it.
+    let rival_org = app.create_org("Kilpailija Oy").await;
+    let rival = app.create_person(rival_org, Role::Technician, None).await;
+    let outsider = app.new_browser();
+    outsider.login_ok(&rival).await;
+    let commands_before = command_count(&app).await;
+    let audit_before = audit_count(&app).await;
+    assert_eq!(
+        outsider
+            .get(&format!("/sites/{site}/controls"))
+            .await
+            .status(),
+        404
+    );
+    let res = post(
+        &outsider,
+        site,
+        "controls/output",
+        &[("control", CAR), ("state", "off")],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(command_count(&app).await, commands_before);
+    assert_eq!(audit_count(&app).await, audit_before);
+}
