@@ -10,7 +10,8 @@
 //     {"type":"control_state","control":"dev/pt","commanded":21.5,"reported":21.4,
 //      "source":"manual","until":"…Z","action":null}
 //     {"type":"command","control":"dev/pt","command_id":"…","status":"applied",
-//      "reason":null,"before":21.0,"after":21.5,"at":"…Z"}
+//      "reason":null,"reason_text":{"en":"…","fi":"…"}|null,"before":21.0,"after":21.5,"at":"…Z"}
+//   (reason_text is the reason as the page shows it, in each page language)
 // The root's data-events counts handled control messages (the browser test reads it).
 // The CSP allows no inline script, so every input arrives through data-* attributes.
 
@@ -160,7 +161,9 @@ function start(root) {
     line.dataset.commandId = msg.command_id || "";
     const key = { held_for_confirmation: "held" }[status] || status;
     setText(line.querySelector(".last-status"), text("st-" + key) || status);
-    setText(line.querySelector(".last-reason"), msg.reason ? `(${msg.reason})` : "");
+    const texts = msg.reason_text && typeof msg.reason_text === "object" ? msg.reason_text : null;
+    const reason = (texts && (texts[lang] || texts.en)) || msg.reason || "";
+    setText(line.querySelector(".last-reason"), reason ? `(${reason})` : "");
     const meta = line.querySelector(".last-meta");
     if (meta && msg.at) setText(meta, localTime(msg.at));
   }

@@ -668,7 +668,7 @@ async fn a_viewer_sees_the_real_values_live_but_no_controls_and_a_forged_form_ch
     );
     assert_eq!(
         forged["flashes"]["errors"],
-        serde_json::json!(["This account can look but not change anything."]),
+        serde_json::json!(["Tällä tunnuksella voi vain katsella, ei muuttaa mitään."]),
         "{report}"
     );
     assert_eq!(forged["card"]["reported"], "pois", "{report}");

@@ -101,7 +101,9 @@ pub struct CommandRecord {
     pub expires_at: OffsetDateTime,
     /// Where it is in its life.
     pub status: CommandStatus,
-    /// The agent's (or the server's) reason.
+    /// Why it ended as it did: once the agent answered (`result_at` set),
+    /// the agent's own words; before that, the server's reason as a stored
+    /// [`crate::domain::control_text::CommandReason`].
     pub reason: Option<String>,
     /// It was outside the comfort band (and needed confirmation).
     pub outside_band: bool,

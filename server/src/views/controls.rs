@@ -15,8 +15,10 @@ use time::OffsetDateTime;
 use super::{Chrome, translate, utc_fallback};
 use crate::{
     domain::{
+        Lang,
         audit::{ChainFault, ChainedEntry},
         control::{self, Access, EXCEPTION_LABELS, MAX_EXCEPTIONS, format_periods, format_value},
+        control_text::CommandNote,
         dashboard::localized_label,
     },
     services::control::{ActionControl, SiteControls, WritableControl},
@@ -62,7 +64,8 @@ pub struct LastCommandView {
     pub status: String,
     /// Localised status.
     pub status_text: String,
-    /// The agent's or server's reason, if any.
+    /// Why, in the page's language: the server's reason, or the agent's own
+    /// words labelled as coming from the site ([`CommandNote`]); or empty.
     pub reason: String,
     /// When it was asked.
     pub at: Moment,
@@ -101,10 +104,17 @@ pub fn status_text(lang: &str, key: &str) -> &'static str {
 fn last_view(c: &Option<CommandRecord>, lang: &str, agent_online: bool) -> Option<LastCommandView> {
     c.as_ref().map(|c| {
         let key = status_key(c, agent_online);
+        let note = CommandNote::of_stored(
+            c.reason.as_deref(),
+            c.result_at.is_some(),
+            c.status == CommandStatus::Rejected,
+        );
         LastCommandView {
             status: key.to_owned(),
             status_text: status_text(lang, key).to_owned(),
-            reason: c.reason.clone().unwrap_or_default(),
+            reason: note
+                .map(|n| n.text(Lang::from_code(lang)))
+                .unwrap_or_default(),
             at: Moment::of(c.issued_at),
             by: c.requested_by_name.clone(),
         }
@@ -786,6 +796,49 @@ mod tests {
 
     fn page(lang: &str, access: Access) -> ControlsPage {
         controls_page(page_context(lang, access), &controls())
+    }
+
+    #[test]
+    fn a_last_command_says_why_in_the_page_language_and_who_said_it() {
+        use crate::domain::control_text::CommandReason;
+        let record = |status: CommandStatus, reason: &str, answered: bool| CommandRecord {
+            id: uuid::Uuid::now_v7(),
+            site: crate::domain::SiteRef {
+                tenant_id: crate::domain::TenantId(uuid::Uuid::nil()),
+                site_id: crate::domain::SiteId(uuid::Uuid::nil()),
+            },
+            agent_id: crate::domain::AgentId::new(),
+            control_key: "pop1/car_heater".into(),
+            op: "set".into(),
+            request: "{}".into(),
+            requested_by: None,
+            requested_by_name: "Maija".into(),
+            issued_by: "maija@example.com".into(),
+            issued_at: time::macros::datetime!(2026-11-21 12:00 UTC),
+            expires_at: time::macros::datetime!(2026-11-21 12:10 UTC),
+            status,
+            reason: Some(reason.into()),
+            outside_band: false,
+            value_before: None,
+            value_after: None,
+            delivered_at: None,
+            result_at: answered.then_some(time::macros::datetime!(2026-11-21 12:00 UTC)),
+        };
+        let view =
+            |c: CommandRecord, lang: &str| last_view(&Some(c), lang, true).expect("a view").reason;
+        let expired = CommandReason::OfflineUntilExpiry.to_stored();
+        assert_eq!(
+            view(record(CommandStatus::Expired, &expired, false), "fi"),
+            "kohde oli poissa yhteydestä, kunnes komento vanheni; sitä ei lähetetty"
+        );
+        assert_eq!(
+            view(record(CommandStatus::Rejected, "outside 0–1", true), "fi"),
+            "kohteen ohjauslaite kieltäytyi: outside 0–1"
+        );
+        assert_eq!(
+            view(record(CommandStatus::Failed, "read back 0", true), "en"),
+            "the site's controller reported: read back 0"
+        );
     }
 
     #[test]
