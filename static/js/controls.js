@@ -6,6 +6,9 @@
 //   card  [data-control-key][data-kind=setpoint|output|action][data-decimals]
 //         .commanded .reported .why .until .last-command (.last-status .last-reason .last-meta)
 //   action cards also [data-action][data-running=true|false][data-drives=dev/pt while running]
+//         and the start/stop buttons of form.action-form (button[name=op][value=start|stop])
+//   output cards also [data-state=on|off|unknown][data-has-schedule=true|false] and the
+//         buttons of form.output-form (button[name=state][value=on|off|auto])
 //   messages (JSON text), besides the dashboard's snapshot/readings/agent_status:
 //     {"type":"control_state","control":"dev/pt","commanded":21.5,"reported":21.4,
 //      "source":"manual","until":"…Z","action":null}
@@ -111,8 +114,10 @@ function start(root) {
       if (card.dataset.kind === "output") {
         const v = typeof msg.reported === "number" ? msg.reported : msg.commanded;
         card.dataset.state = typeof v === "number" ? (v >= 0.5 ? "on" : "off") : "unknown";
+        if (msg.source === "schedule") card.dataset.hasSchedule = "true";
       }
       setWhy(card, msg.source || "none", msg.until);
+      if (card.dataset.kind === "output") setOutputButtons(card);
     }
     const drivenBy = msg.source === "action" && msg.action ? msg.action : null;
     if (drivenBy) {
@@ -131,6 +136,31 @@ function start(root) {
     }
   }
 
+  // A button about to be disabled hands keyboard focus to `next`, so a
+  // keyboard user is not dropped to the top of the page.
+  function disable(button, disabled, next) {
+    if (disabled && document.activeElement === button && next) next.focus();
+    button.disabled = disabled;
+  }
+
+  // An output's buttons follow its state: On and Off show which one holds
+  // (aria-pressed), and the release button says what it will do and is
+  // offered only when there is manual control to release.
+  function setOutputButtons(card) {
+    const form = card.querySelector(".output-form");
+    if (!form) return;
+    const button = (value) => form.querySelector(`button[name="state"][value="${value}"]`);
+    for (const value of ["on", "off"]) {
+      const b = button(value);
+      if (b) b.setAttribute("aria-pressed", card.dataset.state === value ? "true" : "false");
+    }
+    const release = button("auto");
+    if (release) {
+      setText(release, text(card.dataset.hasSchedule === "true" ? "to-schedule" : "release-manual"));
+      disable(release, ["schedule", "device"].includes(card.dataset.source), button("on"));
+    }
+  }
+
   function setAction(action, running, until) {
     action.dataset.running = running ? "true" : "false";
     if (!running) action.dataset.drives = "";
@@ -139,6 +169,19 @@ function start(root) {
       why.firstChild.nodeValue = text(running ? "running-until" : "not-running") + " ";
     }
     setUntil(action, until);
+    // While it runs, Stop is the main button and Start restarts it from now.
+    const start = action.querySelector('button[name="op"][value="start"]');
+    const stop = action.querySelector('button[name="op"][value="stop"]');
+    if (start) {
+      setText(start, text(running ? "restart" : "start"));
+      start.classList.toggle("btn-primary", !running);
+      start.classList.toggle("btn-quiet", running);
+    }
+    if (stop) {
+      stop.classList.toggle("btn-primary", running);
+      stop.classList.toggle("btn-quiet", !running);
+      disable(stop, !running, start);
+    }
   }
 
   // Server-rendered times carry a UTC fallback text; show them as

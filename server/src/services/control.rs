@@ -75,6 +75,10 @@ pub struct WritableControl {
     pub state: Option<ControlState>,
     /// The newest command.
     pub last: Option<CommandRecord>,
+    /// A weekly schedule is in force at the agent (it accepted one, or the
+    /// point follows one now), so ending an override returns to it rather
+    /// than to the device's own value.
+    pub has_schedule: bool,
 }
 
 /// A named action as the Controls page shows it.
@@ -131,6 +135,7 @@ pub async fn load(db: &impl ConnectionTrait, site: SiteRef) -> Result<SiteContro
     let states = cstore::states_of_site(db, site).await?;
     let mut latest = cstore::latest_commands_of_site(db, site, LATEST_COMMANDS).await?;
     let points = catalogue::points_of_site(db, site).await?;
+    let scheduled = cstore::scheduled_controls_of_site(db, site).await?;
     let mut out = SiteControls::default();
     for (agent_id, env) in envelopes {
         for w in env.writables {
@@ -153,8 +158,13 @@ pub async fn load(db: &impl ConnectionTrait, site: SiteRef) -> Result<SiteContro
                     s.agent_id == agent_id && s.state.device == w.device && s.state.point == w.point
                 })
                 .map(|s| s.state.clone());
+            let has_schedule = scheduled.contains(&key)
+                || state
+                    .as_ref()
+                    .is_some_and(|s| s.source == ControlSource::Schedule);
             out.writables.push(WritableControl {
                 agent_id,
+                has_schedule,
                 band: control::effective_band(&w, &setting),
                 last: latest.remove(&key),
                 label: meta.and_then(|m| m.label.clone()),

@@ -193,6 +193,25 @@ pub struct ControlCard {
     pub last: Option<LastCommandView>,
     /// Output state now: `on`, `off` or `unknown`.
     pub output_state: &'static str,
+    /// A weekly schedule is in force (`data-has-schedule`).
+    pub has_schedule: bool,
+    /// The output's On and Off buttons show which of them holds now
+    /// (`aria-pressed`).
+    pub on_pressed: bool,
+    /// See [`ControlCard::on_pressed`].
+    pub off_pressed: bool,
+    /// The button that ends manual control, named by what it does: back to
+    /// the schedule when there is one, else a plain release.
+    pub release_text: &'static str,
+    /// Whether releasing would change anything (not when the point already
+    /// follows its schedule or the device).
+    pub release_enabled: bool,
+}
+
+/// Whether ending manual control of a point whose value comes from
+/// `source` would change anything. Unknown sources keep the button.
+fn release_would_change(source: &str) -> bool {
+    !matches!(source, "schedule" | "device")
 }
 
 /// A named action (boost) card.
@@ -215,6 +234,14 @@ pub struct ActionCard {
     pub drives: String,
     /// Offered durations: minutes and their text.
     pub durations: Vec<(u64, String)>,
+    /// The start button's text: start, or restart (from now, for the chosen
+    /// time) while running.
+    pub start_text: &'static str,
+    /// The start button's style: the main one only while idle; while
+    /// running, stop is.
+    pub start_class: &'static str,
+    /// The stop button's style (it is disabled while idle).
+    pub stop_class: &'static str,
     /// Shown to homeowners.
     pub visible: bool,
     /// The newest command.
@@ -312,6 +339,11 @@ fn card(
         .as_deref()
         .map(|l| localized_label(l, lang).to_owned())
         .unwrap_or_else(|| w.info.point.replace('_', " "));
+    let output_state = match s.and_then(|s| s.reported.or(s.commanded)) {
+        Some(v) if v >= 0.5 => "on",
+        Some(_) => "off",
+        None => "unknown",
+    };
     ControlCard {
         key: w.key.clone(),
         dom_id: format!("ctl-{n}"),
@@ -323,7 +355,6 @@ fn card(
         },
         commanded: show(s.and_then(|s| s.commanded)),
         reported: show(s.and_then(|s| s.reported)),
-        source,
         why: why_text,
         until,
         decimals: control::step_decimals(step),
@@ -354,11 +385,20 @@ fn card(
             url::form_urlencoded::byte_serialize(w.key.as_bytes()).collect::<String>()
         ),
         last: last_view(&w.last, lang, agent_online),
-        output_state: match s.and_then(|s| s.reported.or(s.commanded)) {
-            Some(v) if v >= 0.5 => "on",
-            Some(_) => "off",
-            None => "unknown",
-        },
+        output_state,
+        has_schedule: w.has_schedule,
+        on_pressed: output_state == "on",
+        off_pressed: output_state == "off",
+        release_text: translate(
+            lang,
+            if w.has_schedule {
+                "to_schedule"
+            } else {
+                "release_manual"
+            },
+        ),
+        release_enabled: release_would_change(&source),
+        source,
     }
 }
 
@@ -374,12 +414,13 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
         .as_deref()
         .map(|l| localized_label(l, lang).to_owned())
         .unwrap_or_else(|| a.info.name.replace('_', " "));
+    let is_running = running.is_some();
     ActionCard {
         key: a.key.clone(),
         name: a.info.name.clone(),
         dom_id: format!("act-{n}"),
         label,
-        running: running.is_some(),
+        running: is_running,
         until: running.and_then(|s| s.until).map(Moment::of),
         drives: running
             .map(|s| control::point_key(&s.device, &s.point))
@@ -397,6 +438,17 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
             .collect(),
         visible: a.setting.homeowner_visible,
         last: last_view(&a.last, lang, agent_online),
+        start_text: translate(lang, if is_running { "restart" } else { "start" }),
+        start_class: if is_running {
+            "btn-quiet"
+        } else {
+            "btn-primary"
+        },
+        stop_class: if is_running {
+            "btn-primary"
+        } else {
+            "btn-quiet"
+        },
     }
 }
 
@@ -763,6 +815,7 @@ mod tests {
                     action: None,
                 }),
                 last: None,
+                has_schedule: false,
             }],
             actions: vec![ActionControl {
                 agent_id: crate::domain::AgentId::new(),
@@ -796,6 +849,155 @@ mod tests {
 
     fn page(lang: &str, access: Access) -> ControlsPage {
         controls_page(page_context(lang, access), &controls())
+    }
+
+    /// A car-heater output whose value comes from `source`.
+    fn output(source: ControlSource, value: f64, has_schedule: bool) -> WritableControl {
+        let info = WritableInfo {
+            device: "pop1".into(),
+            point: "car_heater".into(),
+            kind: ControlKind::Output,
+            min: 0.0,
+            max: 1.0,
+            step: 1.0,
+            max_change_per_hour: None,
+            max_override_s: 10_800,
+            schedulable: true,
+        };
+        WritableControl {
+            agent_id: crate::domain::AgentId::new(),
+            key: "pop1/car_heater".into(),
+            band: control::envelope_band(&info),
+            info,
+            setting: ControlSetting::default(),
+            label: Some("Autolämmitin / Car heater".into()),
+            unit: String::new(),
+            state: Some(ControlState {
+                device: "pop1".into(),
+                point: "car_heater".into(),
+                commanded: Some(value),
+                reported: Some(value),
+                source,
+                until: None,
+                action: None,
+            }),
+            last: None,
+            has_schedule,
+        }
+    }
+
+    /// The output form's buttons in `html`: (value, text, aria-pressed, disabled).
+    fn output_buttons(html: &str) -> Vec<(String, String, String, bool)> {
+        let form = &html[html.find(r#"class="output-form""#).expect("an output form")..];
+        let form = &form[..form.find("</form>").expect("closed")];
+        form.split("<button ")
+            .skip(1)
+            .map(|b| {
+                let attr = |name: &str| {
+                    b.split_once(&format!("{name}=\""))
+                        .and_then(|(_, rest)| rest.split_once('"'))
+                        .map(|(v, _)| v.to_owned())
+                        .unwrap_or_default()
+                };
+                let tag = &b[..b.find('>').expect("tag")];
+                let text = &b[b.find('>').expect("tag") + 1..b.find("</button>").expect("closed")];
+                (
+                    attr("value"),
+                    text.to_owned(),
+                    attr("aria-pressed"),
+                    tag.contains(" disabled"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_buttons_show_the_state_and_name_the_release_by_what_it_does() {
+        let b = |v: &str, t: &str, pressed: &str, disabled: bool| {
+            (v.to_owned(), t.to_owned(), pressed.to_owned(), disabled)
+        };
+        let with = |w: WritableControl, lang: &str| {
+            let c = SiteControls {
+                writables: vec![w],
+                actions: vec![],
+            };
+            controls_page(page_context(lang, Access::Homeowner), &c)
+                .render()
+                .expect("renders")
+        };
+        // No schedule, the device decides: nothing to release; the state
+        // text says so plainly.
+        let html = with(output(ControlSource::Device, 0.0, false), "fi");
+        assert_eq!(
+            output_buttons(&html),
+            [
+                b("on", "Päälle", "false", false),
+                b("off", "Pois", "true", false),
+                b("auto", "Vapauta käsiohjaus", "", true),
+            ]
+        );
+        assert!(html.contains(r#"data-has-schedule="false""#), "{html}");
+        assert!(
+            html.contains("Ei aikaohjelmaa eikä käsiohjausta: laitteen oma asetus"),
+            "{html}"
+        );
+        // Switched on by hand, with a schedule to go back to.
+        let html = with(output(ControlSource::Manual, 1.0, true), "en");
+        assert_eq!(
+            output_buttons(&html),
+            [
+                b("on", "On", "true", false),
+                b("off", "Off", "false", false),
+                b("auto", "Back to schedule", "", false),
+            ]
+        );
+        assert!(html.contains(r#"data-has-schedule="true""#), "{html}");
+        // Following the schedule already: no going back to it.
+        let html = with(output(ControlSource::Schedule, 1.0, true), "fi");
+        assert_eq!(
+            output_buttons(&html)[2],
+            b("auto", "Takaisin aikaohjelmaan", "", true)
+        );
+        // Manual without a schedule: the release is offered as a release.
+        let html = with(output(ControlSource::Manual, 0.0, false), "en");
+        assert_eq!(
+            output_buttons(&html)[2],
+            b("auto", "Release manual control", "", false)
+        );
+    }
+
+    #[test]
+    fn a_running_action_makes_stop_the_main_button_and_start_a_restart() {
+        let idle = page("fi", Access::Homeowner).render().expect("renders");
+        assert!(
+            idle.contains(r#"value="start" class="btn btn-primary">Käynnistä<"#),
+            "{idle}"
+        );
+        assert!(
+            idle.contains(r#"value="stop" class="btn btn-quiet" disabled>Pysäytä<"#),
+            "{idle}"
+        );
+        let mut c = controls();
+        c.actions[0].running = Some(ControlState {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            commanded: Some(55.0),
+            reported: Some(55.0),
+            source: ControlSource::Action,
+            until: Some(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            action: Some("boost_dhw".into()),
+        });
+        let running = controls_page(page_context("en", Access::Homeowner), &c)
+            .render()
+            .expect("renders");
+        assert!(
+            running.contains(r#"value="start" class="btn btn-quiet">Restart<"#),
+            "{running}"
+        );
+        assert!(
+            running.contains(r#"value="stop" class="btn btn-primary">Stop<"#),
+            "{running}"
+        );
     }
 
     #[test]
