@@ -347,7 +347,11 @@ pub fn translate(lang: &str, key: &str) -> &'static str {
         "why_schedule" => ("Following the schedule", "Aikaohjelman mukaan"),
         "why_manual" => ("Manual until", "Käsiohjaus, päättyy"),
         "why_action" => ("Boost until", "Tehostus, päättyy"),
-        "why_device" => ("The device's own value", "Laitteen oma arvo"),
+        // Says what governs the point, not only where the value comes from.
+        "why_device" => (
+            "No schedule or manual control: the device's own setting",
+            "Ei aikaohjelmaa eikä käsiohjausta: laitteen oma asetus",
+        ),
         "why_clamped" => (
             "Limited to the device's limit",
             "Rajoitettu laitteen rajaan",
@@ -361,8 +365,10 @@ pub fn translate(lang: &str, key: &str) -> &'static str {
         "increase" => ("Raise by one step", "Nosta yhden askeleen"),
         "turn_on" => ("On", "Päälle"),
         "turn_off" => ("Off", "Pois"),
-        "to_schedule" => ("Back to schedule", "Aikaohjelmaan"),
+        "to_schedule" => ("Back to schedule", "Takaisin aikaohjelmaan"),
+        "release_manual" => ("Release manual control", "Vapauta käsiohjaus"),
         "start" => ("Start", "Käynnistä"),
+        "restart" => ("Restart", "Aloita alusta"),
         "stop" => ("Stop", "Pysäytä"),
         "duration" => ("Duration", "Kesto"),
         "running_until" => ("Running until", "Käynnissä, päättyy"),

@@ -6,11 +6,15 @@
 //   card  [data-control-key][data-kind=setpoint|output|action][data-decimals]
 //         .commanded .reported .why .until .why-note .last-command (.last-status .last-reason .last-meta)
 //   action cards also [data-action][data-running=true|false][data-drives=dev/pt while running]
+//         and the start/stop buttons of form.action-form (button[name=op][value=start|stop])
+//   output cards also [data-state=on|off|unknown][data-has-schedule=true|false] and the
+//         buttons of form.output-form (button[name=state][value=on|off|auto])
 //   messages (JSON text), besides the dashboard's snapshot/readings/agent_status:
 //     {"type":"control_state","control":"dev/pt","commanded":21.5,"reported":21.4,
 //      "source":"manual","until":"…Z","action":null,"note":"…"|null}
 //     {"type":"command","control":"dev/pt","command_id":"…","status":"applied",
-//      "reason":null,"before":21.0,"after":21.5,"at":"…Z"}
+//      "reason":null,"reason_text":{"en":"…","fi":"…"}|null,"before":21.0,"after":21.5,"at":"…Z"}
+//   (reason_text is the reason as the page shows it, in each page language)
 // The root's data-events counts handled control messages (the browser test reads it).
 // The CSP allows no inline script, so every input arrives through data-* attributes.
 
@@ -110,6 +114,7 @@ function start(root) {
       if (card.dataset.kind === "output") {
         const v = typeof msg.reported === "number" ? msg.reported : msg.commanded;
         card.dataset.state = typeof v === "number" ? (v >= 0.5 ? "on" : "off") : "unknown";
+        if (msg.source === "schedule") card.dataset.hasSchedule = "true";
       }
       setWhy(card, msg.source || "none", msg.until);
       // The agent's own words (who switches it: the device's clock table, ...).
@@ -119,6 +124,7 @@ function start(root) {
         setText(note, text);
         note.hidden = text === "";
       }
+      if (card.dataset.kind === "output") setOutputButtons(card);
     }
     const drivenBy = msg.source === "action" && msg.action ? msg.action : null;
     if (drivenBy) {
@@ -137,6 +143,31 @@ function start(root) {
     }
   }
 
+  // A button about to be disabled hands keyboard focus to `next`, so a
+  // keyboard user is not dropped to the top of the page.
+  function disable(button, disabled, next) {
+    if (disabled && document.activeElement === button && next) next.focus();
+    button.disabled = disabled;
+  }
+
+  // An output's buttons follow its state: On and Off show which one holds
+  // (aria-pressed), and the release button says what it will do and is
+  // offered only when there is manual control to release.
+  function setOutputButtons(card) {
+    const form = card.querySelector(".output-form");
+    if (!form) return;
+    const button = (value) => form.querySelector(`button[name="state"][value="${value}"]`);
+    for (const value of ["on", "off"]) {
+      const b = button(value);
+      if (b) b.setAttribute("aria-pressed", card.dataset.state === value ? "true" : "false");
+    }
+    const release = button("auto");
+    if (release) {
+      setText(release, text(card.dataset.hasSchedule === "true" ? "to-schedule" : "release-manual"));
+      disable(release, ["schedule", "device"].includes(card.dataset.source), button("on"));
+    }
+  }
+
   function setAction(action, running, until) {
     action.dataset.running = running ? "true" : "false";
     if (!running) action.dataset.drives = "";
@@ -145,6 +176,19 @@ function start(root) {
       why.firstChild.nodeValue = text(running ? "running-until" : "not-running") + " ";
     }
     setUntil(action, until);
+    // While it runs, Stop is the main button and Start restarts it from now.
+    const start = action.querySelector('button[name="op"][value="start"]');
+    const stop = action.querySelector('button[name="op"][value="stop"]');
+    if (start) {
+      setText(start, text(running ? "restart" : "start"));
+      start.classList.toggle("btn-primary", !running);
+      start.classList.toggle("btn-quiet", running);
+    }
+    if (stop) {
+      stop.classList.toggle("btn-primary", running);
+      stop.classList.toggle("btn-quiet", !running);
+      disable(stop, !running, start);
+    }
   }
 
   // Server-rendered times carry a UTC fallback text; show them as
@@ -167,7 +211,9 @@ function start(root) {
     line.dataset.commandId = msg.command_id || "";
     const key = { held_for_confirmation: "held" }[status] || status;
     setText(line.querySelector(".last-status"), text("st-" + key) || status);
-    setText(line.querySelector(".last-reason"), msg.reason ? `(${msg.reason})` : "");
+    const texts = msg.reason_text && typeof msg.reason_text === "object" ? msg.reason_text : null;
+    const reason = (texts && (texts[lang] || texts.en)) || msg.reason || "";
+    setText(line.querySelector(".last-reason"), reason ? `(${reason})` : "");
     const meta = line.querySelector(".last-meta");
     if (meta && msg.at) setText(meta, localTime(msg.at));
   }

@@ -182,6 +182,14 @@ function cardInPage(key) {
     last_reason: text(".last-reason"),
     forms: c.querySelectorAll("form").length,
     enabled_buttons: [...c.querySelectorAll("button")].filter((b) => !b.disabled).length,
+    // The form buttons as a person (and a screen reader) meets them, by
+    // their value (or text): {"on": {"text":"Päälle","pressed":"true","disabled":false}, ...}
+    buttons: Object.fromEntries(
+      [...c.querySelectorAll("form button")].map((b) => [
+        b.value || b.textContent.trim(),
+        { text: b.textContent.trim(), pressed: b.getAttribute("aria-pressed"), disabled: b.disabled },
+      ]),
+    ),
     links: [...c.querySelectorAll("a[href]")].map((a) => a.getAttribute("href")),
   };
 }

@@ -39,7 +39,8 @@ run(async ({ page, login }) => {
   );
   await checkpoint("on", { card: onCard });
 
-  // 2. "Back to schedule": the agent drops the override.
+  // 2. The release button ("back to schedule", or "release manual control"
+  // without one): the agent drops the override.
   if (!(await stillSamePage(page))) fail("the page reloaded while waiting for the answer");
   const auto = await submit(page, form.locator('button[name="state"][value="auto"]'));
   if (auto.path !== controlsPath || !auto.search.includes("notice=sent")) {

@@ -7,11 +7,12 @@
 //! - the homeowner raises the hot-water setpoint; then someone turns it at
 //!   the heat pump's own keypad and the page shows the new value at once
 //!   (not at the agent's next periodic state refresh);
-//! - switches the car heater on, then back to its schedule;
+//! - switches the car heater on, then releases it (it has no schedule, so
+//!   the device's own setting governs it again); the buttons show the state;
 //! - boosts the hot water for a chosen time, then stops the boost;
 //! - edits the car heater's weekly clock table (with a copied day and an
 //!   exception day), which the agent then runs on its own clock; malformed
-//!   edits are refused in the page;
+//!   edits are refused in the page, in Finnish;
 //! - a read-only account sees the values but no working control.
 //!
 //! The scripts stop at checkpoints ([`browser::Script`]) while the page shows
@@ -48,6 +49,17 @@ fn reported_on_page(html: &str, key: &str) -> Option<f64> {
 
 const CAR: &str = "heatpump/car_heater";
 const BOOST: &str = "boost_dhw";
+
+/// A card's form button as the page shows it (see `common.mjs` `buttons`):
+/// its text, `aria-pressed` (JSON null when it has none) and whether it is
+/// disabled.
+fn button(text: &str, pressed: Option<bool>, disabled: bool) -> serde_json::Value {
+    serde_json::json!({
+        "text": text,
+        "pressed": pressed.map(|p| p.to_string()),
+        "disabled": disabled,
+    })
+}
 
 /// The environment every Controls-page script needs, logged in as `who`.
 fn page_env(stack: &Stack, who: &Login) -> Vec<(&'static str, String)> {
@@ -247,6 +259,17 @@ async fn the_homeowner_switches_the_car_heater_on_and_back_to_its_schedule_on_th
     let on = page.checkpoint("on").await?;
     let card = &on["card"];
     assert_eq!(register(&stack, car_register)?, 1, "{on}");
+    // The buttons show it on; with no schedule, releasing the manual control
+    // is offered as just that.
+    assert_eq!(
+        card["buttons"],
+        serde_json::json!({
+            "on": button("Päälle", Some(true), false),
+            "off": button("Pois", Some(false), false),
+            "auto": button("Vapauta käsiohjaus", None, false),
+        }),
+        "{on}"
+    );
     assert_eq!(card["reported"], "päällä", "{on}");
     assert_eq!(card["commanded"], "päällä", "{on}");
     assert_eq!(card["last_status_text"], "Toteutettu", "{on}");
@@ -273,15 +296,26 @@ async fn the_homeowner_switches_the_car_heater_on_and_back_to_its_schedule_on_th
         "until {until}, applied at {applied_at}"
     );
 
-    // Back to its schedule: it has none, so the agent puts the idle value
-    // (off) back, and the page shows the device's own value.
+    // Released: it has no schedule, so the agent puts the idle value (off)
+    // back, and the page says plainly that nothing but the device governs it,
+    // with nothing left to release.
     page.resume().await?;
     let report = page.finish().await?;
     assert_eq!(register(&stack, car_register)?, 0, "{report}");
+    let off_by_itself = serde_json::json!({
+        "on": button("Päälle", Some(false), false),
+        "off": button("Pois", Some(true), false),
+        "auto": button("Vapauta käsiohjaus", None, true),
+    });
+    assert_eq!(report["before"]["buttons"], off_by_itself, "{report}");
     let released = &report["released"];
+    assert_eq!(released["buttons"], off_by_itself, "{report}");
     assert_eq!(released["reported"], "pois", "{report}");
     assert_eq!(released["source"], "device", "{report}");
-    assert_eq!(released["why"], "Laitteen oma arvo", "{report}");
+    assert_eq!(
+        released["why"], "Ei aikaohjelmaa eikä käsiohjausta: laitteen oma asetus",
+        "{report}"
+    );
     assert_eq!(released["last_status_text"], "Toteutettu", "{report}");
     assert_eq!(
         state_of(&stack, "car_heater").await?.source,
@@ -321,6 +355,15 @@ async fn the_homeowner_boosts_the_hot_water_for_a_chosen_time_and_stops_it_on_th
     let running = page.checkpoint("running").await?;
     assert_eq!(register(&stack, dhw_register)?, 550, "{running}");
     let (action, point) = (&running["action"], &running["point"]);
+    // While it runs, Stop is the way out and Start would begin it again.
+    assert_eq!(
+        (&action["buttons"]["start"], &action["buttons"]["stop"]),
+        (
+            &button("Aloita alusta", None, false),
+            &button("Pysäytä", None, false)
+        ),
+        "{running}"
+    );
     assert_eq!(point["reported"], "55,0", "{running}");
     assert!(
         point["why"]
@@ -363,6 +406,18 @@ async fn the_homeowner_boosts_the_hot_water_for_a_chosen_time_and_stops_it_on_th
     let report = page.finish().await?;
     assert_eq!(register(&stack, dhw_register)?, 480, "{report}");
     let stopped = &report["stopped"];
+    // Idle, before and after: nothing to stop.
+    let idle = (
+        &button("Käynnistä", None, false),
+        &button("Pysäytä", None, true),
+    );
+    for stage in [&report["before"]["action"], &stopped["action"]] {
+        assert_eq!(
+            (&stage["buttons"]["start"], &stage["buttons"]["stop"]),
+            idle,
+            "{report}"
+        );
+    }
     assert_eq!(stopped["point"]["reported"], "48,0", "{report}");
     assert_eq!(stopped["action"]["why"], "Ei käynnissä", "{report}");
     assert_eq!(
@@ -424,8 +479,6 @@ async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_
         ("DAY", day.to_string()),
         ("PERIODS", periods.clone()),
         ("EXCEPTION_DATE", away.to_string()),
-        // The refusals are worded in English only (server/src/domain/control.rs).
-        ("LOCALE", "en-GB".to_owned()),
     ]);
     let mut page = browser::Script::start("controls_schedule.mjs", &env, BROWSER_T)?;
 
@@ -435,7 +488,7 @@ async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_
     assert!(
         saved["notice"]
             .as_str()
-            .is_some_and(|n| n.contains("the change is sent when it connects")),
+            .is_some_and(|n| n.contains("muutos lähetetään, kun yhteys palaa")),
         "{saved}"
     );
     let (entries, commands) = audit(&stack).await?;
@@ -502,10 +555,22 @@ async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_
     assert_eq!(
         (&card["why"], &card["reported"], &card["last_status_text"]),
         (
-            &"Following the schedule".into(),
-            &"on".into(),
-            &"Applied".into()
+            &"Aikaohjelman mukaan".into(),
+            &"päällä".into(),
+            &"Toteutettu".into()
         ),
+        "{switched}"
+    );
+    // Updated live, as the page learnt from the site: it has a schedule now
+    // and follows it already, so "back to schedule" names it and has nothing
+    // to do; the buttons show the output on.
+    assert_eq!(
+        card["buttons"],
+        serde_json::json!({
+            "on": button("Päälle", Some(true), false),
+            "off": button("Pois", Some(false), false),
+            "auto": button("Takaisin aikaohjelmaan", None, true),
+        }),
         "{switched}"
     );
     let state = state_of(&stack, "car_heater").await?;
@@ -553,20 +618,20 @@ async fn a_weekly_clock_table_edited_in_the_browser_switches_the_real_output_at_
         "{report}"
     );
     let weekday = [
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
+        "Maanantai",
+        "Tiistai",
+        "Keskiviikko",
+        "Torstai",
+        "Perjantai",
+        "Lauantai",
+        "Sunnuntai",
     ][day];
     let refusals = report["malformed"]
         .as_array()
         .context("the malformed edits")?;
     let expected = [
-        format!("{weekday}: the period 08:00-06:00 ends before it starts."),
-        format!("{weekday}: 06:00-08:00 overlaps 07:00-09:00."),
+        format!("{weekday}: jakso 08:00–06:00 päättyy ennen alkuaan."),
+        format!("{weekday}: jaksot 06:00–08:00 ja 07:00–09:00 menevät päällekkäin."),
     ];
     assert_eq!(refusals.len(), expected.len(), "{report}");
     for (r, message) in refusals.iter().zip(expected) {
@@ -668,7 +733,7 @@ async fn a_viewer_sees_the_real_values_live_but_no_controls_and_a_forged_form_ch
     );
     assert_eq!(
         forged["flashes"]["errors"],
-        serde_json::json!(["This account can look but not change anything."]),
+        serde_json::json!(["Tällä tunnuksella voi vain katsella, ei muuttaa mitään."]),
         "{report}"
     );
     assert_eq!(forged["card"]["reported"], "pois", "{report}");

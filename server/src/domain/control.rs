@@ -11,11 +11,16 @@
 //! through an e-mailed link ([`Decision::Confirm`]).
 //!
 //! Everything here is pure: forms come in as text, decisions and protocol
-//! requests go out.
+//! requests go out, and so do refusals, as [`Refusal`]s that a page words
+//! in its own language (see [`super::control_text`]).
 
 use protocol::{ActionInfo, ControlKind, ExceptionDay, Period, WeeklySchedule, WritableInfo};
 
-use super::access::Role;
+use super::{
+    Lang,
+    access::Role,
+    control_text::{DayRef, NumberField, Refusal},
+};
 
 /// Most on-periods one day (or one exception day) may have.
 pub const MAX_PERIODS_PER_DAY: usize = 8;
@@ -140,19 +145,35 @@ pub enum Decision {
     Confirm,
 }
 
-/// Why a control request was refused. The message is shown to the person.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a control request was refused. The [`Refusal`] is shown to the
+/// person in their page's language ([`ControlError::text`]); `Display` is
+/// its English, for logs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlError {
     /// The input is malformed or outside the limits (422).
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Refusal),
     /// The person's role may not do this (403).
     #[error("{0}")]
-    NotAllowed(String),
+    NotAllowed(Refusal),
 }
 
-fn invalid(msg: impl Into<String>) -> ControlError {
-    ControlError::Invalid(msg.into())
+impl ControlError {
+    /// Why, with its facts.
+    pub fn refusal(&self) -> &Refusal {
+        match self {
+            ControlError::Invalid(r) | ControlError::NotAllowed(r) => r,
+        }
+    }
+
+    /// Why, as a sentence in `lang`.
+    pub fn text(&self, lang: Lang) -> String {
+        self.refusal().text(lang)
+    }
+}
+
+fn invalid(r: Refusal) -> ControlError {
+    ControlError::Invalid(r)
 }
 
 /// Digits after the decimal point that `step` needs (0.1 → 1, 0.25 → 2,
@@ -187,15 +208,16 @@ pub fn format_value(v: f64, step: f64) -> String {
     }
 }
 
-/// Parse a number typed by a person: optional spaces, `.` or `,` as the
-/// decimal separator; refuses empty input, words, NaN and infinities.
-pub fn parse_number(raw: &str, what: &str) -> Result<f64, ControlError> {
+/// Parse a number typed by a person into `field`: optional spaces, `.` or
+/// `,` as the decimal separator; refuses empty input, words, NaN and
+/// infinities.
+pub fn parse_number(raw: &str, field: NumberField) -> Result<f64, ControlError> {
     let t = raw.trim();
     if t.is_empty() {
-        return Err(invalid(format!("Enter a number for {what}.")));
+        return Err(invalid(Refusal::NumberMissing { field }));
     }
     if t.len() > 32 {
-        return Err(invalid(format!("The {what} is too long to be a number.")));
+        return Err(invalid(Refusal::NumberTooLong { field }));
     }
     let normal = t.replace(',', ".");
     match normal.parse::<f64>() {
@@ -207,7 +229,10 @@ pub fn parse_number(raw: &str, what: &str) -> Result<f64, ControlError> {
         {
             Ok(v)
         }
-        _ => Err(invalid(format!("'{t}' is not a number ({what})."))),
+        _ => Err(invalid(Refusal::NotANumber {
+            field,
+            typed: t.to_owned(),
+        })),
     }
 }
 
@@ -229,42 +254,37 @@ pub fn check_value(
     access: Access,
     unit: &str,
 ) -> Result<Decision, ControlError> {
-    let fmt = |v: f64| format_value(v, w.step);
-    let unit = if unit.is_empty() {
-        String::new()
-    } else {
-        format!(" {unit}")
-    };
     if access == Access::ReadOnly {
-        return Err(ControlError::NotAllowed(
-            "This account can look but not change anything.".into(),
-        ));
+        return Err(ControlError::NotAllowed(Refusal::ReadOnly));
     }
     if !envelope_band(w).contains(value) {
-        return Err(invalid(format!(
-            "{}{unit} is outside the device's limits {}–{}{unit}.",
-            fmt(value),
-            fmt(w.min),
-            fmt(w.max)
-        )));
+        return Err(invalid(Refusal::OutsideLimits {
+            value,
+            min: w.min,
+            max: w.max,
+            step: w.step,
+            unit: unit.to_owned(),
+        }));
     }
     if !on_step(value, w.min, w.step) {
-        return Err(invalid(format!(
-            "{value}{unit} is not a valid value: use steps of {}{unit}.",
-            fmt(w.step)
-        )));
+        return Err(invalid(Refusal::OffStep {
+            value,
+            step: w.step,
+            unit: unit.to_owned(),
+        }));
     }
     if band.contains(value) {
         return Ok(Decision::Send);
     }
     match access {
         Access::Staff => Ok(Decision::Confirm),
-        _ => Err(invalid(format!(
-            "{}{unit} is outside the comfort band {}–{}{unit} set by your installer.",
-            fmt(value),
-            fmt(band.min),
-            fmt(band.max)
-        ))),
+        _ => Err(invalid(Refusal::OutsideBand {
+            value,
+            min: band.min,
+            max: band.max,
+            step: w.step,
+            unit: unit.to_owned(),
+        })),
     }
 }
 
@@ -285,10 +305,9 @@ pub fn parse_output_choice(raw: &str) -> Result<OutputChoice, ControlError> {
         "on" => Ok(OutputChoice::On),
         "off" => Ok(OutputChoice::Off),
         "auto" => Ok(OutputChoice::Auto),
-        other => Err(invalid(format!(
-            "'{}' is not an output state (on, off or auto).",
-            truncate(other, 20)
-        ))),
+        other => Err(invalid(Refusal::NotAnOutputState {
+            typed: truncate(other, 20),
+        })),
     }
 }
 
@@ -305,14 +324,16 @@ pub fn output_value(w: &WritableInfo, choice: OutputChoice) -> Option<f64> {
 pub fn parse_action_minutes(action: &ActionInfo, raw: &str) -> Result<u64, ControlError> {
     let t = raw.trim();
     let max = action.max_duration_s / 60;
-    let minutes: u64 = t
-        .parse()
-        .map_err(|_| invalid(format!("'{}' is not a number of minutes.", truncate(t, 20))))?;
+    let minutes: u64 = t.parse().map_err(|_| {
+        invalid(Refusal::NotMinutes {
+            typed: truncate(t, 20),
+        })
+    })?;
     if minutes == 0 || minutes > max {
-        return Err(invalid(format!(
-            "Choose between 1 and {max} minutes for {}.",
-            action.label.as_deref().unwrap_or(&action.name)
-        )));
+        return Err(invalid(Refusal::MinutesRange {
+            max,
+            action: action.label.clone().unwrap_or_else(|| action.name.clone()),
+        }));
     }
     Ok(minutes)
 }
@@ -356,10 +377,10 @@ pub fn format_clock(min: u16) -> String {
 
 /// Parse one day's periods: `06:00-08:00, 16:00-22:30` (comma, semicolon or
 /// space separated; empty = off all day). Periods must not overlap; they are
-/// returned sorted.
-pub fn parse_periods(raw: &str, day: &str) -> Result<Vec<Period>, ControlError> {
+/// returned sorted. `day` names the day in a refusal.
+pub fn parse_periods(raw: &str, day: DayRef) -> Result<Vec<Period>, ControlError> {
     if raw.len() > MAX_FIELD_LEN {
-        return Err(invalid(format!("{day}: too long.")));
+        return Err(invalid(Refusal::DayTooLong { day }));
     }
     let mut out = Vec::new();
     for part in raw
@@ -367,42 +388,36 @@ pub fn parse_periods(raw: &str, day: &str) -> Result<Vec<Period>, ControlError> 
         .map(str::trim)
         .filter(|p| !p.is_empty())
     {
-        let (a, b) = part
-            .split_once(['-', '–'])
-            .ok_or_else(|| invalid(format!("{day}: '{part}' is not a period like 06:00-08:00.")))?;
+        let not_a_period = || {
+            invalid(Refusal::NotAPeriod {
+                day,
+                typed: truncate(part, 40),
+            })
+        };
+        let (a, b) = part.split_once(['-', '–']).ok_or_else(not_a_period)?;
         let (start, end) = match (parse_clock(a), parse_clock(b)) {
             (Some(s), Some(e)) => (s, e),
-            _ => {
-                return Err(invalid(format!(
-                    "{day}: '{part}' is not a period like 06:00-08:00."
-                )));
-            }
+            _ => return Err(not_a_period()),
         };
         if start >= end {
-            return Err(invalid(format!(
-                "{day}: the period {part} ends before it starts."
-            )));
+            return Err(invalid(Refusal::EndsBeforeStart { day, start, end }));
         }
         out.push(Period {
             start_min: start,
             end_min: end,
         });
         if out.len() > MAX_PERIODS_PER_DAY {
-            return Err(invalid(format!(
-                "{day}: at most {MAX_PERIODS_PER_DAY} periods a day."
-            )));
+            return Err(invalid(Refusal::TooManyPeriods { day }));
         }
     }
     out.sort_by_key(|p| p.start_min);
     for pair in out.windows(2) {
         if pair[1].start_min < pair[0].end_min {
-            return Err(invalid(format!(
-                "{day}: {}-{} overlaps {}-{}.",
-                format_clock(pair[0].start_min),
-                format_clock(pair[0].end_min),
-                format_clock(pair[1].start_min),
-                format_clock(pair[1].end_min)
-            )));
+            return Err(invalid(Refusal::Overlap {
+                day,
+                first: (pair[0].start_min, pair[0].end_min),
+                second: (pair[1].start_min, pair[1].end_min),
+            }));
         }
     }
     Ok(out)
@@ -431,10 +446,9 @@ pub const WEEKDAYS: [&str; 7] = [
 fn parse_date(raw: &str) -> Result<time::Date, ControlError> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(raw.trim(), &fmt).map_err(|_| {
-        invalid(format!(
-            "'{}' is not a date; use YYYY-MM-DD, e.g. 2026-12-24.",
-            truncate(raw.trim(), 20)
-        ))
+        invalid(Refusal::NotADate {
+            typed: truncate(raw.trim(), 20),
+        })
     })
 }
 
@@ -451,29 +465,24 @@ pub fn parse_schedule(
     time_zone: &str,
 ) -> Result<(WeeklySchedule, Decision), ControlError> {
     if access == Access::ReadOnly {
-        return Err(ControlError::NotAllowed(
-            "This account can look but not change anything.".into(),
-        ));
+        return Err(ControlError::NotAllowed(Refusal::ReadOnly));
     }
     if !w.schedulable {
-        return Err(invalid(format!(
-            "{} cannot follow a schedule (the agent does not allow it).",
-            point_key(&w.device, &w.point)
-        )));
+        return Err(invalid(Refusal::NotSchedulable {
+            control: point_key(&w.device, &w.point),
+        }));
     }
     let mut seen = std::collections::HashSet::new();
     for (name, value) in form {
         if !seen.insert(name.as_str()) {
-            return Err(invalid(format!(
-                "The field {} was sent twice.",
-                truncate(name, 40)
-            )));
+            return Err(invalid(Refusal::FieldTwice {
+                field: truncate(name, 40),
+            }));
         }
         if value.len() > MAX_FIELD_LEN {
-            return Err(invalid(format!(
-                "The field {} is too long.",
-                truncate(name, 40)
-            )));
+            return Err(invalid(Refusal::FieldTooLong {
+                field: truncate(name, 40),
+            }));
         }
         if let Some(n) = name
             .strip_prefix("ex_date_")
@@ -482,11 +491,7 @@ pub fn parse_schedule(
         {
             match n.parse::<usize>() {
                 Ok(i) if i < MAX_EXCEPTIONS => {}
-                _ => {
-                    return Err(invalid(format!(
-                        "At most {MAX_EXCEPTIONS} exception days fit in one schedule."
-                    )));
-                }
+                _ => return Err(invalid(Refusal::TooManyExceptions)),
             }
         }
     }
@@ -496,8 +501,11 @@ pub fn parse_schedule(
             .map(|(_, v)| v.as_str())
     };
     let mut days = Vec::with_capacity(7);
-    for (i, day) in WEEKDAYS.iter().enumerate() {
-        days.push(parse_periods(get(&format!("day{i}")).unwrap_or(""), day)?);
+    for i in 0..WEEKDAYS.len() {
+        days.push(parse_periods(
+            get(&format!("day{i}")).unwrap_or(""),
+            DayRef::Weekday(i),
+        )?);
     }
     let mut exceptions: Vec<ExceptionDay> = Vec::new();
     for i in 0..MAX_EXCEPTIONS {
@@ -506,16 +514,17 @@ pub fn parse_schedule(
             continue;
         }
         let date = parse_date(raw_date)?;
+        let day = DayRef::Date(date);
         let label = get(&format!("ex_label_{i}")).unwrap_or("holiday").trim();
         if !EXCEPTION_LABELS.contains(&label) {
-            return Err(invalid(format!(
-                "{raw_date}: '{}' is not an exception kind (holiday or away).",
-                truncate(label, 20)
-            )));
+            return Err(invalid(Refusal::NotAnExceptionKind {
+                day,
+                typed: truncate(label, 20),
+            }));
         }
-        let periods = parse_periods(get(&format!("ex_periods_{i}")).unwrap_or(""), raw_date)?;
+        let periods = parse_periods(get(&format!("ex_periods_{i}")).unwrap_or(""), day)?;
         if exceptions.iter().any(|e| e.date == date) {
-            return Err(invalid(format!("{raw_date} is listed twice.")));
+            return Err(invalid(Refusal::DateTwice { day }));
         }
         exceptions.push(ExceptionDay {
             date,
@@ -527,14 +536,8 @@ pub fn parse_schedule(
     let (on_value, off_value, decision) = match w.kind {
         ControlKind::Output => (w.max, w.min, Decision::Send),
         ControlKind::Setpoint => {
-            let on = parse_number(
-                get("on_value").unwrap_or(""),
-                "the value inside the periods",
-            )?;
-            let off = parse_number(
-                get("off_value").unwrap_or(""),
-                "the value outside the periods",
-            )?;
+            let on = parse_number(get("on_value").unwrap_or(""), NumberField::ScheduleOn)?;
+            let off = parse_number(get("off_value").unwrap_or(""), NumberField::ScheduleOff)?;
             // Checked as typed (21.05 is off the grid), then tidied for the wire.
             let d = check_value(w, band, on, access, unit)?
                 .max(check_value(w, band, off, access, unit)?);
@@ -592,26 +595,27 @@ pub fn parse_band(
     if raw_min.trim().is_empty() && raw_max.trim().is_empty() {
         return Ok(None);
     }
-    let min = parse_number(raw_min, "the lowest comfort value")?;
-    let max = parse_number(raw_max, "the highest comfort value")?;
+    let min = parse_number(raw_min, NumberField::BandMin)?;
+    let max = parse_number(raw_max, NumberField::BandMax)?;
     let env = envelope_band(w);
     for v in [min, max] {
         if !env.contains(v) {
-            return Err(invalid(format!(
-                "The comfort band must lie within the device's limits {}–{}.",
-                format_value(w.min, w.step),
-                format_value(w.max, w.step)
-            )));
+            return Err(invalid(Refusal::BandOutsideLimits {
+                min: w.min,
+                max: w.max,
+                step: w.step,
+            }));
         }
         if !on_step(v, w.min, w.step) {
-            return Err(invalid(format!(
-                "{v} is not on the device's step of {}.",
-                format_value(w.step, w.step)
-            )));
+            return Err(invalid(Refusal::OffStep {
+                value: v,
+                step: w.step,
+                unit: String::new(),
+            }));
         }
     }
     if min > max {
-        return Err(invalid("The lowest comfort value is above the highest."));
+        return Err(invalid(Refusal::BandReversed));
     }
     Ok(Some(Band {
         min: tidy(min, w.step),
@@ -674,11 +678,17 @@ mod tests {
             Ok(Decision::Send)
         );
         let err = check_value(&w, band(), 24.0, Access::Homeowner, "°C").unwrap_err();
-        assert_eq!(
+        assert!(matches!(
             err,
-            ControlError::Invalid(
-                "24.0 °C is outside the comfort band 19.0–23.0 °C set by your installer.".into()
-            )
+            ControlError::Invalid(Refusal::OutsideBand { .. })
+        ));
+        assert_eq!(
+            err.to_string(),
+            "24.0 °C is outside the comfort band 19.0–23.0 °C set by your installer."
+        );
+        assert_eq!(
+            err.text(Lang::Fi),
+            "24,0 °C on asentajan asettaman mukavuusalueen 19,0–23,0 °C ulkopuolella."
         );
     }
 
@@ -718,14 +728,14 @@ mod tests {
 
     #[test]
     fn numbers_are_read_in_either_notation_and_junk_is_refused() {
-        assert_eq!(parse_number(" 21,5 ", "x"), Ok(21.5));
-        assert_eq!(parse_number("21.5", "x"), Ok(21.5));
+        assert_eq!(parse_number(" 21,5 ", NumberField::Setpoint), Ok(21.5));
+        assert_eq!(parse_number("21.5", NumberField::Setpoint), Ok(21.5));
         for junk in [
             "", "abc", "NaN", "nan", "inf", "-inf", "1e400", "0x10", "21.5°", "1 000",
         ] {
-            assert!(parse_number(junk, "x").is_err(), "{junk}");
+            assert!(parse_number(junk, NumberField::Setpoint).is_err(), "{junk}");
         }
-        assert!(parse_number(&"1".repeat(40), "x").is_err());
+        assert!(parse_number(&"1".repeat(40), NumberField::Setpoint).is_err());
     }
 
     #[test]
@@ -781,7 +791,7 @@ mod tests {
     #[test]
     fn periods_parse_sort_and_refuse_overlaps() {
         assert_eq!(
-            parse_periods("16:00-22:30, 6.00-8:00", "Monday").unwrap(),
+            parse_periods("16:00-22:30, 6.00-8:00", DayRef::Weekday(0)).unwrap(),
             vec![
                 Period {
                     start_min: 360,
@@ -793,9 +803,9 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(parse_periods("  ", "Monday").unwrap(), vec![]);
+        assert_eq!(parse_periods("  ", DayRef::Weekday(0)).unwrap(), vec![]);
         assert_eq!(
-            parse_periods("22:00-24:00", "Monday").unwrap()[0].end_min,
+            parse_periods("22:00-24:00", DayRef::Weekday(0)).unwrap()[0].end_min,
             1440
         );
         for bad in [
@@ -809,13 +819,13 @@ mod tests {
             "06:00-08:00, 07:00-09:00",
             "aa:bb-cc:dd",
         ] {
-            assert!(parse_periods(bad, "Monday").is_err(), "{bad}");
+            assert!(parse_periods(bad, DayRef::Weekday(0)).is_err(), "{bad}");
         }
         let many = (0..9)
             .map(|h| format!("{:02}:00-{:02}:30", h, h))
             .collect::<Vec<_>>()
             .join(",");
-        let err = parse_periods(&many, "Monday").unwrap_err();
+        let err = parse_periods(&many, DayRef::Weekday(0)).unwrap_err();
         assert!(err.to_string().contains("at most 8"), "{err}");
     }
 
@@ -934,7 +944,7 @@ mod tests {
         fn an_accepted_value_always_lies_within_the_envelope_and_on_its_grid(raw in "[-+]?[0-9]{0,3}([.,][0-9]{0,3})?", staff in any::<bool>()) {
             let w = setpoint();
             let access = if staff { Access::Staff } else { Access::Homeowner };
-            if let Ok(v) = parse_number(&raw, "x")
+            if let Ok(v) = parse_number(&raw, NumberField::Setpoint)
                 && let Ok(d) = check_value(&w, band(), v, access, "")
             {
                 prop_assert!(envelope_band(&w).contains(v));
@@ -955,7 +965,7 @@ mod tests {
             // Build non-overlapping one-minute periods from distinct starts.
             let periods: Vec<Period> = starts.iter().map(|s| Period { start_min: *s, end_min: s + 1 }).collect();
             let text = format_periods(&periods);
-            prop_assert_eq!(parse_periods(&text, "d").unwrap(), periods);
+            prop_assert_eq!(parse_periods(&text, DayRef::Weekday(6)).unwrap(), periods);
         }
     }
 }

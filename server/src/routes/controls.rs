@@ -12,7 +12,10 @@ use serde::Deserialize;
 
 use super::pages::{CurrentUser, check_csrf, chrome, redirect, render};
 use crate::{
-    domain::control::{self as rules, ControlError},
+    domain::{
+        Lang,
+        control::{self as rules, ControlError},
+    },
     error::AppError,
     services::{
         control::{self, Actor, ControlForm, RequestError, Requested, SettingsForm},
@@ -100,7 +103,8 @@ pub async fn controls_page_handler(
     render_controls(&req, &state, &user, &site, None, notice, StatusCode::OK).await
 }
 
-/// What a refused request shows: the page again, with the reason.
+/// What a refused request shows: the page again, with the reason in the
+/// page's language.
 async fn refused(
     req: &HttpRequest,
     state: &AppState,
@@ -108,9 +112,11 @@ async fn refused(
     site: &OpenSite,
     err: RequestError,
 ) -> Result<HttpResponse, AppError> {
-    if let RequestError::Store(e) = err {
-        return Err(e.into());
-    }
+    let refusal = match err {
+        RequestError::Store(e) => return Err(e.into()),
+        ref other => other.refusal(),
+    };
+    let lang = Lang::from_code(&super::pages::preferred_lang(req));
     let status = match &err {
         RequestError::Control(ControlError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
         RequestError::Control(ControlError::NotAllowed(_)) => StatusCode::FORBIDDEN,
@@ -118,7 +124,8 @@ async fn refused(
         RequestError::MailFailed => StatusCode::SERVICE_UNAVAILABLE,
         RequestError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    render_controls(req, state, user, site, Some(err.to_string()), None, status).await
+    let message = refusal.map(|r| r.text(lang));
+    render_controls(req, state, user, site, message, None, status).await
 }
 
 async fn respond(
@@ -279,7 +286,7 @@ async fn render_schedule(
     user: &CurrentUser,
     site: &OpenSite,
     control_key: &str,
-    posted: Option<(&[(String, String)], String)>,
+    posted: Option<(&[(String, String)], &ControlError)>,
 ) -> Result<HttpResponse, AppError> {
     let site_ref = site.summary.site;
     let access = rules::access(site.role);
@@ -308,7 +315,7 @@ async fn render_schedule(
                 ex,
                 get("on_value"),
                 get("off_value"),
-                Some(error),
+                Some(error.text(Lang::from_code(&lang))),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
         }
@@ -407,7 +414,7 @@ pub async fn save_schedule(
         fields: schedule_fields,
     };
     match control::request(&state, &site, &actor(&user, &site), request).await {
-        Err(RequestError::Control(ControlError::Invalid(msg)))
+        Err(RequestError::Control(err @ ControlError::Invalid(_)))
             if control::load(&state.db, site.summary.site)
                 .await?
                 .visible_to(rules::access(site.role))
@@ -420,7 +427,7 @@ pub async fn save_schedule(
                 &user,
                 &site,
                 &control_key,
-                Some((&fields, msg)),
+                Some((&fields, &err)),
             )
             .await
         }

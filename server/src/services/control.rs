@@ -25,6 +25,7 @@ use crate::{
             self, Access, Band, ControlError, ControlSetting, Decision, OutputChoice, action_key,
             format_value, point_key,
         },
+        control_text::{CommandNote, CommandReason, NumberField, Refusal},
         units,
     },
     state::AppState,
@@ -74,6 +75,10 @@ pub struct WritableControl {
     pub state: Option<ControlState>,
     /// The newest command.
     pub last: Option<CommandRecord>,
+    /// A weekly schedule is in force at the agent (it accepted one, or the
+    /// point follows one now), so ending an override returns to it rather
+    /// than to the device's own value.
+    pub has_schedule: bool,
 }
 
 /// A named action as the Controls page shows it.
@@ -130,6 +135,7 @@ pub async fn load(db: &impl ConnectionTrait, site: SiteRef) -> Result<SiteContro
     let states = cstore::states_of_site(db, site).await?;
     let mut latest = cstore::latest_commands_of_site(db, site, LATEST_COMMANDS).await?;
     let points = catalogue::points_of_site(db, site).await?;
+    let scheduled = cstore::scheduled_controls_of_site(db, site).await?;
     let mut out = SiteControls::default();
     for (agent_id, env) in envelopes {
         for w in env.writables {
@@ -152,8 +158,13 @@ pub async fn load(db: &impl ConnectionTrait, site: SiteRef) -> Result<SiteContro
                     s.agent_id == agent_id && s.state.device == w.device && s.state.point == w.point
                 })
                 .map(|s| s.state.clone());
+            let has_schedule = scheduled.contains(&key)
+                || state
+                    .as_ref()
+                    .is_some_and(|s| s.source == ControlSource::Schedule);
             out.writables.push(WritableControl {
                 agent_id,
+                has_schedule,
                 band: control::effective_band(&w, &setting),
                 last: latest.remove(&key),
                 label: meta.and_then(|m| m.label.clone()),
@@ -247,32 +258,39 @@ pub enum Requested {
     },
 }
 
-/// Why a request was not accepted.
+/// Why a request was not accepted. `Display` is English (logs); a page
+/// shows [`RequestError::refusal`] in its own language.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     /// Refused by the rules (bad input, outside limits, not allowed).
     #[error(transparent)]
     Control(#[from] ControlError),
     /// A confirmation is needed but the site has no homeowner to ask.
-    #[error(
-        "This change is outside the comfort band and needs the owner's confirmation, \
-         but the site has no homeowner to ask."
-    )]
+    #[error("{}", Refusal::NoOwnerToAsk)]
     NoOwner,
     /// A confirmation is needed but e-mail is not configured.
-    #[error(
-        "This change is outside the comfort band and needs the owner's confirmation by e-mail, \
-         but e-mail is not configured on this server."
-    )]
+    #[error("{}", Refusal::MailOff)]
     MailOff,
     /// The confirmation e-mail could not be sent; nothing was held.
-    #[error(
-        "The confirmation e-mail could not be sent, so the change was cancelled. Try again later."
-    )]
+    #[error("{}", Refusal::MailFailed)]
     MailFailed,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl RequestError {
+    /// What to tell the person; `None` for a store failure, which is the
+    /// server's problem and never shown as such.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            RequestError::Control(e) => Some(e.refusal().clone()),
+            RequestError::NoOwner => Some(Refusal::NoOwnerToAsk),
+            RequestError::MailOff => Some(Refusal::MailOff),
+            RequestError::MailFailed => Some(Refusal::MailFailed),
+            RequestError::Store(_) => None,
+        }
+    }
 }
 
 fn now() -> OffsetDateTime {
@@ -284,8 +302,9 @@ fn secs(n: u64) -> Duration {
 }
 
 fn unknown_control(raw: &str) -> ControlError {
-    let shown: String = raw.chars().take(60).collect();
-    ControlError::Invalid(format!("This site has no control named '{shown}'."))
+    ControlError::Invalid(Refusal::UnknownControl {
+        name: raw.chars().take(60).collect(),
+    })
 }
 
 fn value_text(v: f64, w: &WritableInfo, unit: &str) -> String {
@@ -339,7 +358,7 @@ fn plan(
                 .writable(&control)
                 .filter(|w| w.info.kind == ControlKind::Setpoint)
                 .ok_or_else(|| unknown_control(&control))?;
-            let v = control::parse_number(&value, "the setpoint")?;
+            let v = control::parse_number(&value, NumberField::Setpoint)?;
             let decision = control::check_value(&w.info, w.band, v, access, &w.unit)?;
             let v = control::tidy(v, w.info.step);
             let before = w.state.as_ref().and_then(|s| s.reported);
@@ -447,10 +466,9 @@ fn plan(
                     format!("stop {label}"),
                 ),
                 other => {
-                    return Err(ControlError::Invalid(format!(
-                        "'{}' is not an action operation (start or stop).",
-                        other.chars().take(20).collect::<String>()
-                    )));
+                    return Err(ControlError::Invalid(Refusal::NotAnActionOp {
+                        typed: other.chars().take(20).collect(),
+                    }));
                 }
             };
             Ok(Plan {
@@ -532,10 +550,7 @@ pub async fn request(
 ) -> Result<Requested, RequestError> {
     let access = control::access(actor.role);
     if access == Access::ReadOnly {
-        return Err(ControlError::NotAllowed(
-            "This account can look but not change anything.".into(),
-        )
-        .into());
+        return Err(ControlError::NotAllowed(Refusal::ReadOnly).into());
     }
     let site_ref = site.summary.site;
     let controls = load(&state.db, site_ref).await?.visible_to(access);
@@ -658,14 +673,7 @@ pub async fn request(
         }
     }
     if recipients.is_empty() {
-        cancel(
-            state,
-            site_ref,
-            id,
-            &plan.key,
-            "the confirmation e-mail could not be sent",
-        )
-        .await?;
+        cancel(state, site_ref, id, &plan.key, &CommandReason::MailNotSent).await?;
         return Err(RequestError::MailFailed);
     }
     publish_command_status(
@@ -687,7 +695,7 @@ async fn cancel(
     site: SiteRef,
     id: uuid::Uuid,
     key: &str,
-    reason: &str,
+    reason: &CommandReason,
 ) -> Result<(), StoreError> {
     let txn = state.db.begin().await?;
     if cstore::transition(
@@ -695,7 +703,7 @@ async fn cancel(
         id,
         &[CommandStatus::HeldForConfirmation],
         CommandStatus::Cancelled,
-        Some(reason),
+        Some(&reason.to_stored()),
         None,
     )
     .await?
@@ -916,7 +924,9 @@ pub async fn decide(state: &AppState, token: &str, confirm: bool) -> Result<Deci
     } else {
         (
             CommandStatus::Cancelled,
-            Some(format!("declined by {actor_name}")),
+            Some(CommandReason::Declined {
+                by: actor_name.clone(),
+            }),
             None,
             "decline",
             "declined; cancelled".to_owned(),
@@ -927,7 +937,7 @@ pub async fn decide(state: &AppState, token: &str, confirm: bool) -> Result<Deci
         cmd.id,
         &[CommandStatus::HeldForConfirmation],
         to,
-        reason.as_deref(),
+        reason.as_ref().map(CommandReason::to_stored).as_deref(),
         expires,
     )
     .await?
@@ -967,7 +977,7 @@ pub async fn decide(state: &AppState, token: &str, confirm: bool) -> Result<Deci
         &cmd.control_key,
         cmd.id,
         to,
-        reason.as_deref(),
+        reason.as_ref(),
     );
     Ok(if confirm {
         Decided::Confirmed
@@ -989,7 +999,7 @@ async fn expire_held(state: &AppState, site: SiteRef, id: uuid::Uuid) -> Result<
         expire(
             state,
             &cmd,
-            "not confirmed in time",
+            &CommandReason::NotConfirmedInTime,
             CommandStatus::HeldForConfirmation,
         )
         .await?;
@@ -1000,7 +1010,7 @@ async fn expire_held(state: &AppState, site: SiteRef, id: uuid::Uuid) -> Result<
 async fn expire(
     state: &AppState,
     cmd: &CommandRecord,
-    reason: &str,
+    reason: &CommandReason,
     from: CommandStatus,
 ) -> Result<(), StoreError> {
     let txn = state.db.begin().await?;
@@ -1009,7 +1019,7 @@ async fn expire(
         cmd.id,
         &[from],
         CommandStatus::Expired,
-        Some(reason),
+        Some(&reason.to_stored()),
         None,
     )
     .await?
@@ -1052,7 +1062,7 @@ pub async fn sweep_site(state: &AppState, site: SiteRef) -> Result<(), StoreErro
         expire(
             state,
             &c,
-            "the agent was offline until the command expired; it was not sent",
+            &CommandReason::OfflineUntilExpiry,
             CommandStatus::Sent,
         )
         .await?;
@@ -1061,7 +1071,7 @@ pub async fn sweep_site(state: &AppState, site: SiteRef) -> Result<(), StoreErro
         expire(
             state,
             &c,
-            "not confirmed in time",
+            &CommandReason::NotConfirmedInTime,
             CommandStatus::HeldForConfirmation,
         )
         .await?;
@@ -1081,7 +1091,7 @@ pub async fn deliverable(
         expire(
             state,
             &c,
-            "the agent was offline until the command expired; it was not sent",
+            &CommandReason::OfflineUntilExpiry,
             CommandStatus::Sent,
         )
         .await?;
@@ -1178,12 +1188,18 @@ pub async fn record_result(
     .await?;
     txn.commit().await?;
     tracing::info!(agent_id = %agent.id, command_id = %cmd.id, status = status.as_str(), "command result stored");
+    let note = CommandNote::of_stored(
+        result.reason.as_deref(),
+        true,
+        status == CommandStatus::Rejected,
+    );
     let msg = serde_json::json!({
         "type": "command",
         "control": cmd.control_key,
         "command_id": cmd.id.to_string(),
         "status": status.as_str(),
         "reason": result.reason,
+        "reason_text": note.as_ref().map(CommandNote::texts),
         "before": result.before.filter(|v| v.is_finite()),
         "after": result.after.filter(|v| v.is_finite()),
         "at": rfc3339(result.at),
@@ -1224,20 +1240,25 @@ fn cstore_source(s: ControlSource) -> &'static str {
     }
 }
 
+/// Tell the site's viewers a command's new status. The reason goes out in
+/// English (`reason`) and in every page language (`reason_text`), since one
+/// message serves viewers of any language.
 fn publish_command_status(
     state: &AppState,
     site: SiteRef,
     key: &str,
     id: uuid::Uuid,
     status: CommandStatus,
-    reason: Option<&str>,
+    reason: Option<&CommandReason>,
 ) {
+    let note = reason.map(|r| CommandNote::Server(r.clone()));
     let msg = serde_json::json!({
         "type": "command",
         "control": key,
         "command_id": id.to_string(),
         "status": status.as_str(),
-        "reason": reason,
+        "reason": reason.map(CommandReason::to_string),
+        "reason_text": note.as_ref().map(CommandNote::texts),
         "at": rfc3339(now()),
     });
     state.hub.publish_event(site.site_id, &msg);
@@ -1264,10 +1285,7 @@ pub async fn update_settings(
     form: SettingsForm,
 ) -> Result<(), RequestError> {
     if !control::may_configure(actor.role) {
-        return Err(ControlError::NotAllowed(
-            "Only the installer sets comfort bands and what homeowners see.".into(),
-        )
-        .into());
+        return Err(ControlError::NotAllowed(Refusal::OnlyInstaller).into());
     }
     let site_ref = site.summary.site;
     let controls = load(&state.db, site_ref).await?;
@@ -1291,7 +1309,7 @@ pub async fn update_settings(
         } else if form.band_min.trim().is_empty() && form.band_max.trim().is_empty() {
             None
         } else {
-            return Err(ControlError::Invalid("Only setpoints have a comfort band.".into()).into());
+            return Err(ControlError::Invalid(Refusal::NoBandForOutputs).into());
         };
         let new = ControlSetting {
             band,
@@ -1300,7 +1318,7 @@ pub async fn update_settings(
         (w.key.clone(), w.setting.clone(), new, Some(w))
     } else if let Some(a) = controls.actions.iter().find(|a| a.key == form.control) {
         if !(form.band_min.trim().is_empty() && form.band_max.trim().is_empty()) {
-            return Err(ControlError::Invalid("Actions have no comfort band.".into()).into());
+            return Err(ControlError::Invalid(Refusal::NoBandForActions).into());
         }
         let new = ControlSetting {
             band: None,

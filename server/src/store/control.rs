@@ -7,7 +7,7 @@
 //! write; functions that change a command's status do so with one conditional
 //! `UPDATE` and report whether it matched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use protocol::{ControlSource, ControlState, Envelope};
 use sea_orm::{
@@ -101,7 +101,9 @@ pub struct CommandRecord {
     pub expires_at: OffsetDateTime,
     /// Where it is in its life.
     pub status: CommandStatus,
-    /// The agent's (or the server's) reason.
+    /// Why it ended as it did: once the agent answered (`result_at` set),
+    /// the agent's own words; before that, the server's reason as a stored
+    /// [`crate::domain::control_text::CommandReason`].
     pub reason: Option<String>,
     /// It was outside the comfort band (and needed confirmation).
     pub outside_band: bool,
@@ -365,6 +367,26 @@ pub async fn latest_commands_of_site(
             .or_insert_with(|| command_record(r));
     }
     Ok(out)
+}
+
+/// The controls of a site that the agent has accepted a weekly schedule
+/// for (one is in force there: a schedule is replaced, never removed).
+pub async fn scheduled_controls_of_site(
+    db: &impl ConnectionTrait,
+    site: SiteRef,
+) -> Result<HashSet<String>, StoreError> {
+    let keys: Vec<String> = commands::Entity::find()
+        .select_only()
+        .column(commands::Column::ControlKey)
+        .distinct()
+        .filter(commands::Column::TenantId.eq(site.tenant_id.0))
+        .filter(commands::Column::SiteId.eq(site.site_id.0))
+        .filter(commands::Column::Op.eq("set_schedule"))
+        .filter(commands::Column::Status.eq(CommandStatus::Applied.as_str()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(keys.into_iter().collect())
 }
 
 /// The request of the newest schedule sent for a control (applied or on

@@ -15,8 +15,10 @@ use time::OffsetDateTime;
 use super::{Chrome, translate, utc_fallback};
 use crate::{
     domain::{
+        Lang,
         audit::{ChainFault, ChainedEntry},
         control::{self, Access, EXCEPTION_LABELS, MAX_EXCEPTIONS, format_periods, format_value},
+        control_text::CommandNote,
         dashboard::localized_label,
     },
     services::control::{ActionControl, SiteControls, WritableControl},
@@ -62,7 +64,8 @@ pub struct LastCommandView {
     pub status: String,
     /// Localised status.
     pub status_text: String,
-    /// The agent's or server's reason, if any.
+    /// Why, in the page's language: the server's reason, or the agent's own
+    /// words labelled as coming from the site ([`CommandNote`]); or empty.
     pub reason: String,
     /// When it was asked.
     pub at: Moment,
@@ -101,10 +104,17 @@ pub fn status_text(lang: &str, key: &str) -> &'static str {
 fn last_view(c: &Option<CommandRecord>, lang: &str, agent_online: bool) -> Option<LastCommandView> {
     c.as_ref().map(|c| {
         let key = status_key(c, agent_online);
+        let note = CommandNote::of_stored(
+            c.reason.as_deref(),
+            c.result_at.is_some(),
+            c.status == CommandStatus::Rejected,
+        );
         LastCommandView {
             status: key.to_owned(),
             status_text: status_text(lang, key).to_owned(),
-            reason: c.reason.clone().unwrap_or_default(),
+            reason: note
+                .map(|n| n.text(Lang::from_code(lang)))
+                .unwrap_or_default(),
             at: Moment::of(c.issued_at),
             by: c.requested_by_name.clone(),
         }
@@ -185,6 +195,25 @@ pub struct ControlCard {
     pub last: Option<LastCommandView>,
     /// Output state now: `on`, `off` or `unknown`.
     pub output_state: &'static str,
+    /// A weekly schedule is in force (`data-has-schedule`).
+    pub has_schedule: bool,
+    /// The output's On and Off buttons show which of them holds now
+    /// (`aria-pressed`).
+    pub on_pressed: bool,
+    /// See [`ControlCard::on_pressed`].
+    pub off_pressed: bool,
+    /// The button that ends manual control, named by what it does: back to
+    /// the schedule when there is one, else a plain release.
+    pub release_text: &'static str,
+    /// Whether releasing would change anything (not when the point already
+    /// follows its schedule or the device).
+    pub release_enabled: bool,
+}
+
+/// Whether ending manual control of a point whose value comes from
+/// `source` would change anything. Unknown sources keep the button.
+fn release_would_change(source: &str) -> bool {
+    !matches!(source, "schedule" | "device")
 }
 
 /// A named action (boost) card.
@@ -207,6 +236,14 @@ pub struct ActionCard {
     pub drives: String,
     /// Offered durations: minutes and their text.
     pub durations: Vec<(u64, String)>,
+    /// The start button's text: start, or restart (from now, for the chosen
+    /// time) while running.
+    pub start_text: &'static str,
+    /// The start button's style: the main one only while idle; while
+    /// running, stop is.
+    pub start_class: &'static str,
+    /// The stop button's style (it is disabled while idle).
+    pub stop_class: &'static str,
     /// Shown to homeowners.
     pub visible: bool,
     /// The newest command.
@@ -304,6 +341,11 @@ fn card(
         .as_deref()
         .map(|l| localized_label(l, lang).to_owned())
         .unwrap_or_else(|| w.info.point.replace('_', " "));
+    let output_state = match s.and_then(|s| s.reported.or(s.commanded)) {
+        Some(v) if v >= 0.5 => "on",
+        Some(_) => "off",
+        None => "unknown",
+    };
     ControlCard {
         key: w.key.clone(),
         dom_id: format!("ctl-{n}"),
@@ -315,7 +357,6 @@ fn card(
         },
         commanded: show(s.and_then(|s| s.commanded)),
         reported: show(s.and_then(|s| s.reported)),
-        source,
         why: why_text,
         note: s.and_then(|s| s.note.clone()).unwrap_or_default(),
         until,
@@ -347,11 +388,20 @@ fn card(
             url::form_urlencoded::byte_serialize(w.key.as_bytes()).collect::<String>()
         ),
         last: last_view(&w.last, lang, agent_online),
-        output_state: match s.and_then(|s| s.reported.or(s.commanded)) {
-            Some(v) if v >= 0.5 => "on",
-            Some(_) => "off",
-            None => "unknown",
-        },
+        output_state,
+        has_schedule: w.has_schedule,
+        on_pressed: output_state == "on",
+        off_pressed: output_state == "off",
+        release_text: translate(
+            lang,
+            if w.has_schedule {
+                "to_schedule"
+            } else {
+                "release_manual"
+            },
+        ),
+        release_enabled: release_would_change(&source),
+        source,
     }
 }
 
@@ -367,12 +417,13 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
         .as_deref()
         .map(|l| localized_label(l, lang).to_owned())
         .unwrap_or_else(|| a.info.name.replace('_', " "));
+    let is_running = running.is_some();
     ActionCard {
         key: a.key.clone(),
         name: a.info.name.clone(),
         dom_id: format!("act-{n}"),
         label,
-        running: running.is_some(),
+        running: is_running,
         until: running.and_then(|s| s.until).map(Moment::of),
         drives: running
             .map(|s| control::point_key(&s.device, &s.point))
@@ -390,6 +441,17 @@ fn action_card(a: &ActionControl, n: usize, lang: &str, agent_online: bool) -> A
             .collect(),
         visible: a.setting.homeowner_visible,
         last: last_view(&a.last, lang, agent_online),
+        start_text: translate(lang, if is_running { "restart" } else { "start" }),
+        start_class: if is_running {
+            "btn-quiet"
+        } else {
+            "btn-primary"
+        },
+        stop_class: if is_running {
+            "btn-primary"
+        } else {
+            "btn-quiet"
+        },
     }
 }
 
@@ -757,6 +819,7 @@ mod tests {
                     note: None,
                 }),
                 last: None,
+                has_schedule: false,
             }],
             actions: vec![ActionControl {
                 agent_id: crate::domain::AgentId::new(),
@@ -790,6 +853,200 @@ mod tests {
 
     fn page(lang: &str, access: Access) -> ControlsPage {
         controls_page(page_context(lang, access), &controls())
+    }
+
+    /// A car-heater output whose value comes from `source`.
+    fn output(source: ControlSource, value: f64, has_schedule: bool) -> WritableControl {
+        let info = WritableInfo {
+            device: "pop1".into(),
+            point: "car_heater".into(),
+            kind: ControlKind::Output,
+            min: 0.0,
+            max: 1.0,
+            step: 1.0,
+            max_change_per_hour: None,
+            max_override_s: 10_800,
+            schedulable: true,
+        };
+        WritableControl {
+            agent_id: crate::domain::AgentId::new(),
+            key: "pop1/car_heater".into(),
+            band: control::envelope_band(&info),
+            info,
+            setting: ControlSetting::default(),
+            label: Some("Autolämmitin / Car heater".into()),
+            unit: String::new(),
+            state: Some(ControlState {
+                device: "pop1".into(),
+                point: "car_heater".into(),
+                commanded: Some(value),
+                reported: Some(value),
+                source,
+                until: None,
+                action: None,
+                note: None,
+            }),
+            last: None,
+            has_schedule,
+        }
+    }
+
+    /// The output form's buttons in `html`: (value, text, aria-pressed, disabled).
+    fn output_buttons(html: &str) -> Vec<(String, String, String, bool)> {
+        let form = &html[html.find(r#"class="output-form""#).expect("an output form")..];
+        let form = &form[..form.find("</form>").expect("closed")];
+        form.split("<button ")
+            .skip(1)
+            .map(|b| {
+                let attr = |name: &str| {
+                    b.split_once(&format!("{name}=\""))
+                        .and_then(|(_, rest)| rest.split_once('"'))
+                        .map(|(v, _)| v.to_owned())
+                        .unwrap_or_default()
+                };
+                let tag = &b[..b.find('>').expect("tag")];
+                let text = &b[b.find('>').expect("tag") + 1..b.find("</button>").expect("closed")];
+                (
+                    attr("value"),
+                    text.to_owned(),
+                    attr("aria-pressed"),
+                    tag.contains(" disabled"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_buttons_show_the_state_and_name_the_release_by_what_it_does() {
+        let b = |v: &str, t: &str, pressed: &str, disabled: bool| {
+            (v.to_owned(), t.to_owned(), pressed.to_owned(), disabled)
+        };
+        let with = |w: WritableControl, lang: &str| {
+            let c = SiteControls {
+                writables: vec![w],
+                actions: vec![],
+            };
+            controls_page(page_context(lang, Access::Homeowner), &c)
+                .render()
+                .expect("renders")
+        };
+        // No schedule, the device decides: nothing to release; the state
+        // text says so plainly.
+        let html = with(output(ControlSource::Device, 0.0, false), "fi");
+        assert_eq!(
+            output_buttons(&html),
+            [
+                b("on", "Päälle", "false", false),
+                b("off", "Pois", "true", false),
+                b("auto", "Vapauta käsiohjaus", "", true),
+            ]
+        );
+        assert!(html.contains(r#"data-has-schedule="false""#), "{html}");
+        assert!(
+            html.contains("Ei aikaohjelmaa eikä käsiohjausta: laitteen oma asetus"),
+            "{html}"
+        );
+        // Switched on by hand, with a schedule to go back to.
+        let html = with(output(ControlSource::Manual, 1.0, true), "en");
+        assert_eq!(
+            output_buttons(&html),
+            [
+                b("on", "On", "true", false),
+                b("off", "Off", "false", false),
+                b("auto", "Back to schedule", "", false),
+            ]
+        );
+        assert!(html.contains(r#"data-has-schedule="true""#), "{html}");
+        // Following the schedule already: no going back to it.
+        let html = with(output(ControlSource::Schedule, 1.0, true), "fi");
+        assert_eq!(
+            output_buttons(&html)[2],
+            b("auto", "Takaisin aikaohjelmaan", "", true)
+        );
+        // Manual without a schedule: the release is offered as a release.
+        let html = with(output(ControlSource::Manual, 0.0, false), "en");
+        assert_eq!(
+            output_buttons(&html)[2],
+            b("auto", "Release manual control", "", false)
+        );
+    }
+
+    #[test]
+    fn a_running_action_makes_stop_the_main_button_and_start_a_restart() {
+        let idle = page("fi", Access::Homeowner).render().expect("renders");
+        assert!(
+            idle.contains(r#"value="start" class="btn btn-primary">Käynnistä<"#),
+            "{idle}"
+        );
+        assert!(
+            idle.contains(r#"value="stop" class="btn btn-quiet" disabled>Pysäytä<"#),
+            "{idle}"
+        );
+        let mut c = controls();
+        c.actions[0].running = Some(ControlState {
+            device: "heatpump".into(),
+            point: "dhw_setpoint".into(),
+            commanded: Some(55.0),
+            reported: Some(55.0),
+            source: ControlSource::Action,
+            until: Some(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            action: Some("boost_dhw".into()),
+            note: None,
+        });
+        let running = controls_page(page_context("en", Access::Homeowner), &c)
+            .render()
+            .expect("renders");
+        assert!(
+            running.contains(r#"value="start" class="btn btn-quiet">Restart<"#),
+            "{running}"
+        );
+        assert!(
+            running.contains(r#"value="stop" class="btn btn-primary">Stop<"#),
+            "{running}"
+        );
+    }
+
+    #[test]
+    fn a_last_command_says_why_in_the_page_language_and_who_said_it() {
+        use crate::domain::control_text::CommandReason;
+        let record = |status: CommandStatus, reason: &str, answered: bool| CommandRecord {
+            id: uuid::Uuid::now_v7(),
+            site: crate::domain::SiteRef {
+                tenant_id: crate::domain::TenantId(uuid::Uuid::nil()),
+                site_id: crate::domain::SiteId(uuid::Uuid::nil()),
+            },
+            agent_id: crate::domain::AgentId::new(),
+            control_key: "pop1/car_heater".into(),
+            op: "set".into(),
+            request: "{}".into(),
+            requested_by: None,
+            requested_by_name: "Maija".into(),
+            issued_by: "maija@example.com".into(),
+            issued_at: time::macros::datetime!(2026-11-21 12:00 UTC),
+            expires_at: time::macros::datetime!(2026-11-21 12:10 UTC),
+            status,
+            reason: Some(reason.into()),
+            outside_band: false,
+            value_before: None,
+            value_after: None,
+            delivered_at: None,
+            result_at: answered.then_some(time::macros::datetime!(2026-11-21 12:00 UTC)),
+        };
+        let view =
+            |c: CommandRecord, lang: &str| last_view(&Some(c), lang, true).expect("a view").reason;
+        let expired = CommandReason::OfflineUntilExpiry.to_stored();
+        assert_eq!(
+            view(record(CommandStatus::Expired, &expired, false), "fi"),
+            "kohde oli poissa yhteydestä, kunnes komento vanheni; sitä ei lähetetty"
+        );
+        assert_eq!(
+            view(record(CommandStatus::Rejected, "outside 0–1", true), "fi"),
+            "kohteen ohjauslaite kieltäytyi: outside 0–1"
+        );
+        assert_eq!(
+            view(record(CommandStatus::Failed, "read back 0", true), "en"),
+            "the site's controller reported: read back 0"
+        );
     }
 
     #[test]

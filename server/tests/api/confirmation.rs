@@ -6,7 +6,7 @@ use protocol::ControlRequest;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use server::{
     config::SmtpTls,
-    domain::Role,
+    domain::{Role, control_text::CommandReason},
     store::{
         self,
         control::CommandStatus,
@@ -241,7 +241,10 @@ async fn every_owner_gets_a_link_and_the_first_decision_wins() {
     assert!(html.contains(r#"data-state="declined""#));
     let row = stored(&s.app, id).await;
     assert_eq!(row.status, CommandStatus::Cancelled);
-    assert!(row.reason.unwrap().starts_with("declined by"));
+    assert!(matches!(
+        CommandReason::from_stored(&row.reason.unwrap()),
+        Some(CommandReason::Declined { .. })
+    ));
     let (status, _) = decide(&owner, &paths[1].confirm_path(), "confirm").await;
     assert_eq!(status, 409, "the change was already decided");
     assert_no_command(&mut s.agent, 1).await;
@@ -271,7 +274,10 @@ async fn an_expired_link_gets_a_clear_page_and_nothing_is_sent() {
     assert_eq!(status, 410);
     let row = stored(&s.app, id).await;
     assert_eq!(row.status, CommandStatus::Expired);
-    assert_eq!(row.reason.as_deref(), Some("not confirmed in time"));
+    assert_eq!(
+        CommandReason::from_stored(&row.reason.unwrap()),
+        Some(CommandReason::NotConfirmedInTime)
+    );
     assert_no_command(&mut s.agent, 1).await;
 }
 

@@ -10,7 +10,7 @@ use protocol::{
 use reqwest::Response;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr};
 use server::{
-    domain::{Role, SiteId, SiteRef},
+    domain::{Role, SiteId, SiteRef, control_text::CommandReason},
     store::{
         self,
         control::{CommandRecord, CommandStatus},
@@ -297,6 +297,106 @@ async fn a_homeowner_setpoint_outside_the_band_is_refused_with_a_clear_message_a
 }
 
 #[tokio::test]
+async fn refusals_are_worded_in_the_language_of_the_page() {
+    let app = spawn_app().await;
+    let seed = app.seed().await;
+    let mut agent = app.controllable_agent(&seed.agent).await;
+    let site = seed.site.site_id;
+    let installer = app.create_person(seed.org, Role::Installer, None).await;
+    let inst = app.new_browser();
+    inst.login_ok(&installer).await;
+    let res = post(
+        &inst,
+        site,
+        "controls/settings",
+        &[
+            ("control", SETPOINT),
+            ("band_min", "19"),
+            ("band_max", "23"),
+            ("homeowner_visible", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    // A wall tablet set to Finnish (as browsers send it) and a phone set to
+    // English, both the homeowner's.
+    let fi = app.new_browser_in("fi-FI,fi;q=0.9,en;q=0.8");
+    fi.login_ok(&seed.homeowner).await;
+    let en = app.new_browser_in("en-GB,en;q=0.9");
+    en.login_ok(&seed.homeowner).await;
+
+    // A setpoint above the comfort band, in each language's notation.
+    let too_high = [("control", SETPOINT), ("value", "24,5")];
+    for (b, want) in [
+        (
+            &fi,
+            "24,5 °C on asentajan asettaman mukavuusalueen 19,0–23,0 °C ulkopuolella.",
+        ),
+        (
+            &en,
+            "24.5 °C is outside the comfort band 19.0–23.0 °C set by your installer.",
+        ),
+    ] {
+        let res = post(b, site, "controls/setpoint", &too_high).await;
+        assert_eq!(res.status(), 422);
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains(&format!(
+                r#"<p class="flash flash-error" role="alert">{want}</p>"#
+            )),
+            "{want}: {html}"
+        );
+    }
+
+    // A malformed schedule: re-shown in the editor with the reason.
+    let backwards = [("control", CAR), ("day0", "08:00-06:00")];
+    let overlapping = [("control", CAR), ("day3", "06:00-08:00, 07:00-09:00")];
+    let boost_too_long = [("action", "boost_dhw"), ("op", "start"), ("minutes", "240")];
+    for (b, route, form, want) in [
+        (
+            &fi,
+            "schedule",
+            &backwards[..],
+            "Maanantai: jakso 08:00–06:00 päättyy ennen alkuaan.",
+        ),
+        (
+            &en,
+            "schedule",
+            &backwards[..],
+            "Monday: the period 08:00-06:00 ends before it starts.",
+        ),
+        (
+            &fi,
+            "schedule",
+            &overlapping[..],
+            "Torstai: jaksot 06:00–08:00 ja 07:00–09:00 menevät päällekkäin.",
+        ),
+        (
+            &fi,
+            "controls/action",
+            &boost_too_long[..],
+            "Lämmin vesi tehostus: valitse kesto väliltä 1–180 minuuttia.",
+        ),
+        (
+            &en,
+            "controls/action",
+            &boost_too_long[..],
+            "Choose between 1 and 180 minutes for boost hot water.",
+        ),
+    ] {
+        let res = post(b, site, route, form).await;
+        assert_eq!(res.status(), 422, "{want}");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains(&format!(r#"role="alert">{want}</p>"#)),
+            "{want}: {html}"
+        );
+    }
+    assert_eq!(command_count(&app).await, 0);
+    assert_no_command(&mut agent, 1).await;
+}
+
+#[tokio::test]
 async fn a_command_for_an_offline_agent_is_delivered_when_it_connects() {
     let app = spawn_app().await;
     let seed = app.seed().await;
@@ -371,10 +471,9 @@ async fn a_command_that_expired_while_the_agent_was_offline_is_marked_expired_an
     let row = stored(&app, id).await;
     assert_eq!(row.status, CommandStatus::Expired);
     assert!(row.delivered_at.is_none());
-    assert!(
-        row.reason
-            .unwrap()
-            .contains("offline until the command expired")
+    assert_eq!(
+        CommandReason::from_stored(&row.reason.unwrap()),
+        Some(CommandReason::OfflineUntilExpiry)
     );
     let (chain, _) = store::audit::chain_of_site(app.db(), seed.site)
         .await
@@ -385,7 +484,23 @@ async fn a_command_that_expired_while_the_agent_was_offline_is_marked_expired_an
         ("expire", "system")
     );
     let html = page(&app, seed.site.site_id).await;
-    assert!(card(&html, CAR).contains(r#"data-status="expired""#));
+    let c = card(&html, CAR);
+    assert!(c.contains(r#"data-status="expired""#), "{c}");
+    assert!(
+        c.contains("(the site was offline until the command expired; it was not sent)"),
+        "{c}"
+    );
+    let fi = app.new_browser_in("fi");
+    fi.login_ok(&seed.homeowner).await;
+    let html = page(&fi, seed.site.site_id).await;
+    let c = card(&html, CAR);
+    assert!(
+        c.contains("Vanhentui, ei toteutettu")
+            && c.contains(
+                "(kohde oli poissa yhteydestä, kunnes komento vanheni; sitä ei lähetetty)"
+            ),
+        "{c}"
+    );
 }
 
 #[tokio::test]
@@ -394,6 +509,7 @@ async fn an_agent_refusal_and_an_agent_expiry_are_shown_with_their_reason() {
     let seed = app.seed().await;
     let mut agent = app.controllable_agent(&seed.agent).await;
     app.login_ok(&seed.homeowner).await;
+    let mut live = app.live(seed.site.site_id).await.unwrap();
     post(
         &app,
         seed.site.site_id,
@@ -416,11 +532,41 @@ async fn an_agent_refusal_and_an_agent_expiry_are_shown_with_their_reason() {
         row.reason.as_deref(),
         Some("26.0 changes faster than 4.0 per hour")
     );
+    // The agent's words stay its own (English), labelled as the site's.
     let html = page(&app, seed.site.site_id).await;
     let c = card(&html, SETPOINT);
     assert!(
-        c.contains("Refused by the site") && c.contains("changes faster than 4.0 per hour"),
+        c.contains("Refused by the site")
+            && c.contains(
+                "(the site&#39;s controller refused: 26.0 changes faster than 4.0 per hour)"
+            ),
         "{c}"
+    );
+    let fi = app.new_browser_in("fi");
+    fi.login_ok(&seed.homeowner).await;
+    let html = page(&fi, seed.site.site_id).await;
+    let c = card(&html, SETPOINT);
+    assert!(
+        c.contains("Kohde hylkäsi")
+            && c.contains(
+                "(kohteen ohjauslaite kieltäytyi: 26.0 changes faster than 4.0 per hour)"
+            ),
+        "{c}"
+    );
+    // The live message carries the note for viewers of either language.
+    let msg = loop {
+        let m = live.next_of_type("command").await;
+        if m["status"] == "rejected" {
+            break m;
+        }
+    };
+    assert_eq!(
+        msg["reason_text"],
+        serde_json::json!({
+            "en": "the site's controller refused: 26.0 changes faster than 4.0 per hour",
+            "fi": "kohteen ohjauslaite kieltäytyi: 26.0 changes faster than 4.0 per hour",
+        }),
+        "{msg}"
     );
 
     post(

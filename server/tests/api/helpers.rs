@@ -82,8 +82,23 @@ pub struct Browser {
 impl Browser {
     /// A new browser with an empty cookie jar.
     pub fn new(port: u16) -> Self {
+        Self::build(port, reqwest::header::HeaderMap::new())
+    }
+
+    /// A new browser set to language `lang` (it sends `Accept-Language`).
+    pub fn with_language(port: u16, lang: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT_LANGUAGE,
+            HeaderValue::from_str(lang).expect("a header value"),
+        );
+        Self::build(port, headers)
+    }
+
+    fn build(port: u16, headers: reqwest::header::HeaderMap) -> Self {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
@@ -346,6 +361,11 @@ impl TestApp {
     /// Another browser with its own cookies.
     pub fn new_browser(&self) -> Browser {
         Browser::new(self.port)
+    }
+
+    /// Another browser with its own cookies, set to language `lang`.
+    pub fn new_browser_in(&self, lang: &str) -> Browser {
+        Browser::with_language(self.port, lang)
     }
 
     /// Create an organisation with a unique name.
