@@ -51,6 +51,7 @@ use protocol::{Period, WeeklySchedule};
 use time::OffsetDateTime;
 
 use super::Writable;
+use crate::devices::timer::hhmm;
 
 /// Most periods a day may have (the original keypads had six timed outputs).
 pub const MAX_PERIODS_PER_DAY: usize = 8;
@@ -384,10 +385,6 @@ fn check_periods(day: &str, periods: &[Period]) -> Result<Vec<Period>, String> {
         }
     }
     Ok(sorted)
-}
-
-fn hhmm(min: u16) -> String {
-    format!("{:02}:{:02}", min / 60, min % 60)
 }
 
 /// Local date-time of minute `min` (0..=1440) of `date`; 1440 is the next
