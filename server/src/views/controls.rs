@@ -1074,6 +1074,29 @@ mod tests {
     }
 
     #[test]
+    fn only_an_installer_gets_the_settings_forms_with_each_controls_key_and_visibility() {
+        let mut c = controls();
+        c.actions[0].setting.homeowner_visible = false;
+        let homeowner = controls_page(page_context("fi", Access::Homeowner), &c)
+            .render()
+            .expect("renders");
+        assert!(!homeowner.contains("/controls/settings"));
+        let mut ctx = page_context("fi", Access::Staff);
+        ctx.can_configure = true;
+        let installer = controls_page(ctx, &c).render().expect("renders");
+        assert_eq!(installer.matches("/controls/settings").count(), 2);
+        let action_form = &installer[installer
+            .find(r#"name="control" value="action:boost_dhw""#)
+            .expect("the action's settings form")..];
+        let checkbox = &action_form[action_form.find("homeowner_visible").unwrap()..];
+        assert!(
+            !checkbox[..checkbox.find('>').unwrap()].contains("checked"),
+            "the hidden action is unchecked: {action_form}"
+        );
+        assert!(installer.contains(r#"name="csrf_token" value="csrf-123""#));
+    }
+
+    #[test]
     fn a_running_action_names_the_point_it_drives_for_the_script() {
         let mut c = controls();
         c.actions[0].running = Some(ControlState {
